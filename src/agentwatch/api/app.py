@@ -1,0 +1,197 @@
+"""The ASGI application: OTLP/HTTP, the REST API and health endpoints.
+
+``create_app(settings, pipeline)`` builds it; the OTLP/gRPC server, when a
+port is given, starts and stops with it. Errors under ``/api`` are
+``{"error": {"code", "message"}}`` with the status of the exception class
+(:mod:`agentwatch.errors`), mapped here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from agentwatch import __version__
+from agentwatch.api.openapi import openapi_spec
+from agentwatch.api.views import session_json, span_tree, span_json
+from agentwatch.errors import AgentwatchError, BadRequest, NotFound
+from agentwatch.ingest.grpc import make_grpc_server
+from agentwatch.ingest.http import make_otlp_endpoint
+from agentwatch.pipeline import Pipeline
+from agentwatch.settings import Settings
+from agentwatch.store.store import SessionFilter
+
+logger = logging.getLogger(__name__)
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def parse_time(name: str, value: str | None) -> int | None:
+    """Unix nanoseconds from an RFC 3339 time (``Z`` or an offset; naive means UTC)."""
+    if value is None or value == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name}: {value!r} is not an RFC 3339 time such as 2026-01-31T12:00:00Z") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
+
+
+def _bool(name: str, value: str | None) -> bool | None:
+    if value is None or value == "":
+        return None
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise BadRequest(f"{name}: expected true or false, got {value!r}")
+
+
+def _limit(value: str | None) -> int:
+    if value is None or value == "":
+        return 100
+    try:
+        limit = int(value)
+    except ValueError:
+        raise BadRequest(f"limit: expected an integer from 1 to 1000, got {value!r}") from None
+    if not 1 <= limit <= 1000:
+        raise BadRequest(f"limit: expected an integer from 1 to 1000, got {limit}")
+    return limit
+
+
+_SESSION_FILTERS = {"service", "agent_version", "intent", "user_id", "since", "until", "flagged", "complete",
+                    "limit", "cursor"}
+
+
+def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.0.0.1",
+               grpc_port: int | None = None) -> Starlette:
+    store = pipeline.store
+    auth = pipeline.auth
+
+    def sessions(request: Request) -> JSONResponse:
+        project_id = auth.project_for(request.headers)
+        q = request.query_params
+        unknown = set(q) - _SESSION_FILTERS
+        if unknown:
+            raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        flt = SessionFilter(
+            service=q.get("service"),
+            agent_version=q.get("agent_version"),
+            intent=q.get("intent"),
+            user_id=q.get("user_id"),
+            since_ns=parse_time("since", q.get("since")),
+            until_ns=parse_time("until", q.get("until")),
+            flagged=_bool("flagged", q.get("flagged")),
+            complete=_bool("complete", q.get("complete")),
+        )
+        rows, cursor = store.list_sessions(project_id, flt, limit=_limit(q.get("limit")), cursor=q.get("cursor"))
+        project = store.project_name(project_id)
+        return JSONResponse({"items": [session_json(r, project) for r in rows], "next_cursor": cursor})
+
+    def session(request: Request) -> JSONResponse:
+        project_id = auth.project_for(request.headers)
+        session_id = request.path_params["session_id"]
+        row = store.get_session(project_id, session_id)
+        spans = store.spans_of_session(project_id, session_id)
+        return JSONResponse({
+            "session": session_json(row, store.project_name(project_id)),
+            "spans": span_tree(spans, pipeline.options),
+            "scores": [],
+        })
+
+    def trace(request: Request) -> JSONResponse:
+        project_id = auth.project_for(request.headers)
+        trace_id = request.path_params["trace_id"].lower()
+        rows = store.spans_of_trace(project_id, trace_id)
+        if not rows:
+            raise NotFound(f"trace {trace_id!r} not found")
+        return JSONResponse({"spans": [span_json(r, pipeline.options) for r in rows]})
+
+    def flush(request: Request) -> JSONResponse:
+        auth.project_for(request.headers)
+        result = pipeline.flush()
+        return JSONResponse({"flushed": True, **result})
+
+    def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    def readyz(request: Request) -> JSONResponse:
+        try:
+            with store.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            return JSONResponse({"status": "unavailable", "reason": f"database: {exc.__class__.__name__}"}, 503)
+        if not pipeline.ready:
+            return JSONResponse({"status": "unavailable", "reason": "writer not running"}, 503)
+        return JSONResponse({"status": "ready"})
+
+    def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(openapi_spec(__version__))
+
+    routes = [
+        Route("/v1/traces", make_otlp_endpoint(pipeline.receiver, auth.project_for, settings.max_body_bytes,
+                                               "traces"), methods=["POST"]),
+        Route("/v1/logs", make_otlp_endpoint(pipeline.receiver, auth.project_for, settings.max_body_bytes,
+                                             "logs"), methods=["POST"]),
+        Route("/api/v1/sessions", sessions, methods=["GET"]),
+        Route("/api/v1/sessions/{session_id:path}", session, methods=["GET"]),
+        Route("/api/v1/traces/{trace_id}", trace, methods=["GET"]),
+        Route("/api/v1/admin/flush", flush, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+
+    async def agentwatch_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, AgentwatchError)
+        if exc.status >= 500:
+            logger.error("request %s %s failed: %s", request.method, request.url.path, exc)
+        return _error(exc.status, exc.code, exc.message)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = exc.detail if exc.status_code != 404 else f"no such endpoint: {request.method} {request.url.path}"
+        return _error(exc.status_code, code, str(message))
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        logger.exception("request %s %s failed", request.method, request.url.path)
+        return _error(500, "internal_error", "internal error; the server log has the details")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pipeline.start()
+        grpc_server = None
+        if grpc_port is not None:
+            grpc_server, bound = make_grpc_server(pipeline.receiver, auth.project_for, host=grpc_host,
+                                                  port=grpc_port, max_message_bytes=settings.max_body_bytes)
+            await grpc_server.start()
+            app.state.grpc_port = bound
+        try:
+            yield
+        finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=5)
+            pipeline.stop()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={AgentwatchError: agentwatch_error, HTTPException: http_error, Exception: internal_error},
+    )
+    app.state.pipeline = pipeline
+    return app

@@ -1,0 +1,119 @@
+"""The OpenAPI 3.1 description of the HTTP contract served so far."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "message"],
+                             "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}},
+}
+
+_SESSION = {
+    "type": "object",
+    "properties": {
+        "session_id": {"type": "string"}, "project": {"type": "string"}, "service": {"type": ["string", "null"]},
+        "agent_name": {"type": ["string", "null"]}, "agent_version": {"type": ["string", "null"]},
+        "intent": {"type": ["string", "null"]}, "user_id": {"type": ["string", "null"]},
+        "start_time": {"type": "string", "format": "date-time"}, "end_time": {"type": "string", "format": "date-time"},
+        "duration_ms": {"type": "number"}, "turns": {"type": "integer"}, "spans": {"type": "integer"},
+        "llm_calls": {"type": "integer"}, "tool_calls": {"type": "integer"}, "tool_errors": {"type": "integer"},
+        "tokens_in": {"type": "integer"}, "tokens_out": {"type": "integer"}, "cost_usd": {"type": "number"},
+        "error": {"type": "boolean"}, "flagged": {"type": "boolean"}, "sampled": {"type": "boolean"},
+        "complete": {"type": "boolean"}, "trace_ids": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+_SPAN = {
+    "type": "object",
+    "description": "The normalized span of the ingest conventions; times as start_time/end_time.",
+    "properties": {
+        "trace_id": {"type": "string"}, "span_id": {"type": "string"}, "parent_span_id": {"type": ["string", "null"]},
+        "name": {"type": "string"}, "kind": {"type": "string"}, "session_id": {"type": "string"},
+        "start_time": {"type": "string", "format": "date-time"}, "end_time": {"type": "string", "format": "date-time"},
+        "children": {"type": "array", "items": {"$ref": "#/components/schemas/Span"}},
+    },
+    "additionalProperties": True,
+}
+
+
+def _param(name: str, description: str, schema: dict[str, Any] | None = None, where: str = "query") -> dict[str, Any]:
+    return {"name": name, "in": where, "required": where == "path", "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {"400": _json(_ERROR, "Bad request"), "401": _json(_ERROR, "API key missing or invalid")}
+
+
+def openapi_spec(version: str) -> dict[str, Any]:
+    otlp = {
+        "requestBody": {"required": True, "content": {"application/x-protobuf": {}, "application/json": {}}},
+        "responses": {
+            "200": {"description": "Committed (partial_success lists rejected items)"},
+            "400": {"description": "Body does not decode (google.rpc.Status)"},
+            "413": {"description": "Body over the size cap"},
+            "415": {"description": "Unsupported content type"},
+            "429": {"description": "In-flight budget full; see Retry-After"},
+            "503": {"description": "Store unavailable; see Retry-After"},
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "agentwatch", "version": version},
+        "components": {
+            "schemas": {"Error": _ERROR, "Session": _SESSION, "Span": _SPAN},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
+        },
+        "security": [{"bearer": []}, {"apiKey": []}, {}],
+        "paths": {
+            "/v1/traces": {"post": {"summary": "OTLP/HTTP traces", **otlp}},
+            "/v1/logs": {"post": {"summary": "OTLP/HTTP logs (GenAI events)", **otlp}},
+            "/api/v1/sessions": {"get": {
+                "summary": "Sessions, newest first",
+                "parameters": [
+                    _param("service", "service.name"), _param("agent_version", "agent version"),
+                    _param("intent", "intent"), _param("user_id", "user id"),
+                    _param("since", "start_time at or after (RFC 3339)", {"type": "string", "format": "date-time"}),
+                    _param("until", "start_time before (RFC 3339)", {"type": "string", "format": "date-time"}),
+                    _param("flagged", "flagged sessions only", {"type": "boolean"}),
+                    _param("complete", "complete or open sessions", {"type": "boolean"}),
+                    _param("limit", "page size, 1 to 1000", {"type": "integer", "default": 100}),
+                    _param("cursor", "opaque cursor from next_cursor"),
+                ],
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/Session"}},
+                    "next_cursor": {"type": ["string", "null"]}}}), **_ERRORS},
+            }},
+            "/api/v1/sessions/{session_id}": {"get": {
+                "summary": "One session with its span tree",
+                "parameters": [_param("session_id", "session id", where="path")],
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "session": {"$ref": "#/components/schemas/Session"},
+                    "spans": {"type": "array", "items": {"$ref": "#/components/schemas/Span"}},
+                    "scores": {"type": "array", "items": {"type": "object"}}}}),
+                    "404": _json(_ERROR, "No such session"), **_ERRORS},
+            }},
+            "/api/v1/traces/{trace_id}": {"get": {
+                "summary": "The spans of one trace",
+                "parameters": [_param("trace_id", "32 hex characters", where="path")],
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "spans": {"type": "array", "items": {"$ref": "#/components/schemas/Span"}}}}),
+                    "404": _json(_ERROR, "No such trace"), **_ERRORS},
+            }},
+            "/api/v1/admin/flush": {"post": {
+                "summary": "Advance the watermark past the last event and complete every open session",
+                "responses": {"200": _json({"type": "object"}), **_ERRORS},
+            }},
+            "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": _json({"type": "object"})}}},
+            "/readyz": {"get": {"summary": "Readiness", "security": [],
+                                "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"})}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
+        },
+    }

@@ -1,0 +1,133 @@
+"""JSON shapes of the HTTP contract: sessions, spans and span trees."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timezone
+from typing import Any
+
+from agentwatch._types import RawLogRecord, RawSpan, Resource
+from agentwatch.normalize import NormalizeOptions, attach_log_records, normalize
+
+
+def rfc3339(value: int | datetime | None) -> str | None:
+    """RFC 3339 UTC from Unix nanoseconds or an aware datetime."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    seconds, nanos = divmod(int(value), 1_000_000_000)
+    base = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{nanos:09d}Z"
+
+
+def session_json(row: dict[str, Any], project: str) -> dict[str, Any]:
+    if row["usage_spans"]:
+        tokens_in, tokens_out = row["tokens_in"], row["tokens_out"]
+    else:
+        tokens_in, tokens_out = row["agent_tokens_in"], row["agent_tokens_out"]
+    return {
+        "session_id": row["session_id"],
+        "project": project,
+        "service": row["service"],
+        "agent_name": row["agent_name"],
+        "agent_version": row["agent_version"],
+        "intent": row["intent"],
+        "user_id": row["user_id"],
+        "start_time": rfc3339(row["start_ns"]),
+        "end_time": rfc3339(row["end_ns"]),
+        "duration_ms": round((row["end_ns"] - row["start_ns"]) / 1e6, 3),
+        "turns": max(row["turns"], 1),
+        "spans": row["spans"],
+        "llm_calls": row["llm_calls"],
+        "tool_calls": row["tool_calls"],
+        "tool_errors": row["tool_errors"],
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "cost_usd": round(row["cost_usd"], 8),
+        "error": row["errors"] > 0,
+        "flagged": bool(row["flagged"]),
+        "sampled": bool(row["sampled"]),
+        "complete": bool(row["complete"]),
+        "trace_ids": row.get("trace_ids", []),
+    }
+
+
+def _raw_span(row: dict[str, Any]) -> RawSpan:
+    resource = Resource(attributes=row["resource"] or {}, key=row["resource_key"] or "")
+    return RawSpan(
+        trace_id=row["trace_id"],
+        span_id=row["span_id"],
+        parent_span_id=row["parent_span_id"],
+        name=row["name"],
+        span_kind=row["span_kind"],
+        start_ns=row["start_ns"],
+        end_ns=row["end_ns"],
+        status_code=row["status_code"],
+        status_message=row["status_message"] or "",
+        attributes=row["attributes"] or {},
+        events=row["events"] or [],
+        links=row["links"] or [],
+        resource=resource,
+        scope_name=row["scope_name"] or "",
+        scope_version=row["scope_version"] or "",
+    )
+
+
+def _log_record(ev: dict[str, Any], resource: Resource) -> RawLogRecord:
+    return RawLogRecord(
+        trace_id=ev["trace_id"],
+        span_id=ev["span_id"],
+        event_name=ev["event_name"],
+        time_ns=ev["time_ns"],
+        severity_number=ev["severity_number"],
+        attributes=ev["attributes"] or {},
+        body=ev["body"],
+        resource=resource,
+        scope_name=ev["scope_name"] or "",
+    )
+
+
+def span_json(row: dict[str, Any], options: NormalizeOptions) -> dict[str, Any]:
+    """The whole normalized span, rebuilt from the stored row and its log records."""
+    raw = _raw_span(row)
+    span = normalize(raw, options, content=True)
+    if row["log_records"]:
+        attach_log_records(span, [_log_record(ev, raw.resource) for ev in row["log_records"]])
+    span.session_id = row["session_id"]
+    out = dataclasses.asdict(span)
+    out["start_time"] = rfc3339(out.pop("start_ns"))
+    out["end_time"] = rfc3339(out.pop("end_ns"))
+    out["duration_ms"] = round((row["end_ns"] - row["start_ns"]) / 1e6, 3)
+    out["status"] = {"code": row["status_code"], "message": row["status_message"]}
+    out["resource"] = row["resource"] or {}
+    out["scope"] = {"name": row["scope_name"], "version": row["scope_version"]}
+    out["events"] = row["events"] or []
+    return out
+
+
+def span_tree(rows: list[dict[str, Any]], options: NormalizeOptions) -> list[dict[str, Any]]:
+    """Spans nested under their parents; roots (or orphans) in start order, with turns numbered."""
+    spans = [span_json(r, options) for r in rows]
+    by_id = {(s["trace_id"], s["span_id"]): s for s in spans}
+    roots = []
+    for s in spans:
+        s["children"] = []
+    for s in spans:
+        parent = by_id.get((s["trace_id"], s["parent_span_id"])) if s["parent_span_id"] else None
+        if parent is None:
+            roots.append(s)
+        else:
+            parent["children"].append(s)
+    for index, root in enumerate(roots):
+        _number_turn(root, index, f"{root['trace_id']}:{root['span_id']}")
+    return roots
+
+
+def _number_turn(node: dict[str, Any], index: int, turn_id: str) -> None:
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        current["turn_index"] = index
+        current["turn_id"] = turn_id
+        stack.extend(current["children"])

@@ -1,0 +1,168 @@
+"""The ``agentwatch`` command: serve, migrate, keys, version."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import sys
+from typing import Any
+
+import click
+
+from agentwatch import __version__
+from agentwatch.errors import AgentwatchError
+from agentwatch.settings import Settings, load_settings
+
+logger = logging.getLogger("agentwatch")
+
+
+def _settings(config: str | None, database_url: str | None) -> Settings:
+    try:
+        return load_settings(config, database_url=database_url)
+    except AgentwatchError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+def _store(settings: Settings) -> Any:
+    from agentwatch.store.store import Store
+
+    store = Store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    store.migrate()
+    return store
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(info[4][0]).is_loopback
+                       for info in socket.getaddrinfo(host, None))
+        except OSError:
+            return False
+
+
+config_option = click.option("--config", type=click.Path(dir_okay=False), default=None,
+                             help="Config file (default: ./agentwatch.yaml when present).")
+database_option = click.option("--database-url", default=None, envvar="AGENTWATCH_DATABASE_URL",
+                               help="sqlite:///path.db (default ./agentwatch.db) or postgresql://user@host/db.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """agentwatch: monitor AI agents in production."""
+
+
+@main.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(__version__)
+
+
+@main.command()
+@config_option
+@database_option
+def migrate(config: str | None, database_url: str | None) -> None:
+    """Apply database migrations."""
+    settings = _settings(config, database_url)
+    try:
+        revision = _store(settings).migrate()
+    except AgentwatchError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"schema at revision {revision}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=4318, show_default=True, type=int, help="OTLP/HTTP, API and UI port.")
+@click.option("--grpc-port", default=4317, show_default=True, type=int, help="OTLP/gRPC port; 0 disables it.")
+@config_option
+@database_option
+@click.option("--insecure", is_flag=True, help="Listen beyond loopback without API keys.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(host: str, port: int, grpc_port: int, config: str | None, database_url: str | None, insecure: bool,
+          log_level: str) -> None:
+    """Run the server: ingest, sessions and the API in one process."""
+    import uvicorn
+
+    from agentwatch.api.app import create_app
+    from agentwatch.pipeline import Pipeline
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(config, database_url)
+    try:
+        store = _store(settings)
+    except AgentwatchError as exc:
+        raise click.ClickException(exc.message) from exc
+    if not is_loopback(host) and not insecure and not store.active_keys():
+        raise click.ClickException(
+            f"refusing to listen on {host} without API keys: create one with 'agentwatch keys create' "
+            "or pass --insecure"
+        )
+    pipeline = Pipeline(settings, store)
+    app = create_app(settings, pipeline, grpc_host=host, grpc_port=grpc_port or None)
+    logger.info("agentwatch %s: OTLP/HTTP and API on http://%s:%d%s, store %s", __version__, host, port,
+                f", OTLP/gRPC on {host}:{grpc_port}" if grpc_port else "", _safe_url(settings.database_url))
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, http="httptools",
+                loop="uvloop", timeout_graceful_shutdown=10)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001
+        return "(unparsable URL)"
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@click.option("--project", default=None, help="Project the key files data under (default: the config's).")
+@click.option("--name", default="default", show_default=True, help="A label for the key.")
+@config_option
+@database_option
+def keys_create(project: str | None, name: str, config: str | None, database_url: str | None) -> None:
+    """Create a key; its plaintext is printed once."""
+    settings = _settings(config, database_url)
+    key, plaintext = _store(settings).create_key(project or settings.project, name)
+    click.echo(plaintext)
+    click.echo(f"key {key.id} ({key.prefix}...) for project {key.project!r}: store it now, it is not shown again",
+               err=True)
+
+
+@keys.command("list")
+@config_option
+@database_option
+def keys_list(config: str | None, database_url: str | None) -> None:
+    """List keys (never their secret)."""
+    settings = _settings(config, database_url)
+    for key in _store(settings).list_keys():
+        state = f"revoked {key.revoked_at:%Y-%m-%dT%H:%M:%SZ}" if key.revoked_at else "active"
+        click.echo(f"{key.id}\t{key.prefix}...\t{key.project}\t{key.name}\t{state}")
+
+
+@keys.command("revoke")
+@click.argument("key")
+@config_option
+@database_option
+def keys_revoke(key: str, config: str | None, database_url: str | None) -> None:
+    """Revoke a key by id or by its prefix."""
+    settings = _settings(config, database_url)
+    try:
+        revoked = _store(settings).revoke_key(key)
+    except AgentwatchError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"revoked key {revoked.id} ({revoked.prefix}...) of project {revoked.project!r}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Wires the stages from :class:`~agentwatch.settings.Settings`; no logic of its own."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from agentwatch.auth import Auth
+from agentwatch.ingest.receiver import Budget, Receiver
+from agentwatch.normalize import NormalizeOptions
+from agentwatch.normalize.pricing import PriceTable
+from agentwatch.settings import Settings
+from agentwatch.store.store import Store
+from agentwatch.store.writer import Writer
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between two live-mode ticks of the event-time clock.
+TICK_SECONDS = 1.0
+
+
+class Pipeline:
+    """The running parts of one server process."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or Store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        self.default_project_id = self.store.ensure_project(settings.project)
+        self.options = NormalizeOptions(
+            intent_attributes=settings.intent_attributes,
+            prices=PriceTable.builtin().with_overrides(settings.pricing),
+        )
+        self.writer = Writer(
+            self.store.engine,
+            idle_timeout_s=settings.idle_timeout,
+            allowed_lateness_s=settings.allowed_lateness,
+            max_batch_spans=settings.max_batch_spans,
+        )
+        self.budget = Budget(settings.max_inflight_bytes)
+        self.receiver = Receiver(self.writer, self.options, self.budget)
+        self.auth = Auth(self.store, self.default_project_id)
+        self._ticker: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        self.writer.start()
+        self._ticker = threading.Thread(target=self._tick, name="agentwatch-clock", daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stopping.wait(TICK_SECONDS):
+            try:
+                self.writer.call(self.writer.tick).result(timeout=60)
+            except Exception:  # noqa: BLE001 - the clock keeps ticking
+                logger.exception("advancing the event-time clock failed")
+
+    def flush(self) -> dict[str, int]:
+        """Complete every open session, after everything queued before is written."""
+        return self.writer.call(self.writer.flush).result()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
+        self.writer.stop()
+
+    @property
+    def ready(self) -> bool:
+        thread = self.writer._thread  # noqa: SLF001 - liveness check
+        return thread is not None and thread.is_alive()

@@ -1,0 +1,279 @@
+"""Settings: one frozen object, parsed once.
+
+Precedence is explicit argument > ``AGENTWATCH_*`` environment variable >
+``agentwatch.yaml`` > documented default. Only this module reads
+``os.environ``. Every setting has a name, a default and help text in
+:data:`SETTINGS`; ``docs/settings.md`` is checked against it by a test.
+
+Durations in the config file are written ``30s``, ``5m``, ``1h``, ``14d`` (or a
+bare number of seconds)::
+
+    project: support-agent
+    sessions: {idle_timeout: 5m, allowed_lateness: 1m}
+    ingest: {max_body_bytes: 67108864, max_inflight_bytes: 134217728}
+    pricing: {my-model: {input: 0.5, output: 1.5}}
+
+A file that does not parse, or a key that is unknown or has the wrong type,
+raises :class:`~agentwatch.errors.ConfigError` naming the file, line and key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from agentwatch.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///./agentwatch.db"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"5m"``, ``"1h"``, ``"14d"``."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like 5m, got {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative, got {value!r}")
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"expected a duration like 30s, 5m, 1h or 14d, got {value!r}")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One documented setting: its dotted key in the file, default and help."""
+
+    key: str
+    default: Any
+    help: str
+    cast: Callable[[Any], Any]
+    env: str | None = None
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"expected a positive integer, got {value!r}")
+    return value
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _str_list(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _pricing(value: object) -> dict[str, dict[str, float]]:
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping of model name to {input, output, cache_read} prices")
+    out: dict[str, dict[str, float]] = {}
+    for model, prices in value.items():
+        if not isinstance(prices, dict) or not prices:
+            raise ValueError(f"{model}: expected {{input: usd_per_mtok, output: usd_per_mtok}}")
+        for name, price in prices.items():
+            if name not in ("input", "output", "cache_read", "cache_write"):
+                raise ValueError(f"{model}.{name}: unknown price (input, output, cache_read, cache_write)")
+            if isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
+                raise ValueError(f"{model}.{name}: expected a price in USD per million tokens, got {price!r}")
+        out[str(model)] = {k: float(v) for k, v in prices.items()}
+    return out
+
+
+def _synchronous(value: object) -> str:
+    if value not in ("normal", "full"):
+        raise ValueError(f"expected normal or full, got {value!r}")
+    return str(value)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("project", "default", "Name of the project that data without an API key belongs to.", _str,
+            "AGENTWATCH_PROJECT"),
+    Setting("database_url", DEFAULT_DATABASE_URL,
+            "SQLAlchemy URL of the store: sqlite:///path.db (default) or postgresql://user@host/db.", _str,
+            "AGENTWATCH_DATABASE_URL"),
+    Setting("public_url", None, "Base URL under which the server is reached; links in alerts use it.", _str,
+            "AGENTWATCH_PUBLIC_URL"),
+    Setting("sessions.idle_timeout", 300.0, "Event-time inactivity after which a session is complete.",
+            parse_duration),
+    Setting("sessions.allowed_lateness", 60.0, "How far behind the largest event time the watermark trails.",
+            parse_duration),
+    Setting("sessions.intent_attributes", ("agentwatch.intent", "app.intent", "intent"),
+            "Span attributes read, in order, for a session's intent.", _str_list),
+    Setting("ingest.max_body_bytes", 64 * 1024 * 1024,
+            "Largest OTLP request body accepted, after decompression (413 beyond).", _positive_int),
+    Setting("ingest.max_inflight_bytes", 128 * 1024 * 1024,
+            "Bytes of requests decoded but not yet committed; beyond it ingest answers 429.", _positive_int),
+    Setting("ingest.max_batch_spans", 20000, "Most spans the writer commits in one transaction.", _positive_int),
+    Setting("ingest.sqlite_synchronous", "normal",
+            "SQLite synchronous mode: normal survives a process crash, full also a power loss.", _synchronous),
+    Setting("pricing", {}, "Extra or overriding model prices in USD per million tokens.", _pricing),
+)
+
+_BY_KEY = {s.key: s for s in SETTINGS}
+_SECTIONS_OF_LATER_STAGES = {
+    "sampling", "evaluators", "slos", "alerts", "routes", "retention", "redaction",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, resolved. Components receive plain values from it."""
+
+    project: str = "default"
+    database_url: str = DEFAULT_DATABASE_URL
+    public_url: str | None = None
+    idle_timeout: float = 300.0
+    allowed_lateness: float = 60.0
+    intent_attributes: tuple[str, ...] = ("agentwatch.intent", "app.intent", "intent")
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_inflight_bytes: int = 128 * 1024 * 1024
+    max_batch_spans: int = 20000
+    sqlite_synchronous: str = "normal"
+    pricing: dict[str, dict[str, float]] = field(default_factory=dict)
+    config_path: str | None = None
+    #: The top-level sections of the file that later stages read, kept as parsed.
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    def with_overrides(self, **values: Any) -> Settings:
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+_FIELD_OF_KEY = {
+    "project": "project",
+    "database_url": "database_url",
+    "public_url": "public_url",
+    "sessions.idle_timeout": "idle_timeout",
+    "sessions.allowed_lateness": "allowed_lateness",
+    "sessions.intent_attributes": "intent_attributes",
+    "ingest.max_body_bytes": "max_body_bytes",
+    "ingest.max_inflight_bytes": "max_inflight_bytes",
+    "ingest.max_batch_spans": "max_batch_spans",
+    "ingest.sqlite_synchronous": "sqlite_synchronous",
+    "pricing": "pricing",
+}
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A safe loader that remembers the line of every mapping key."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping = loader.construct_mapping(node, deep=True)
+    lines = {}
+    for key_node, _ in node.value:
+        lines[loader.construct_object(key_node)] = key_node.start_mark.line + 1
+    return _Mapping(mapping, lines)
+
+
+class _Mapping(dict):  # type: ignore[type-arg]
+    def __init__(self, data: dict[Any, Any], lines: dict[Any, int]):
+        super().__init__(data)
+        self.lines = lines
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _line_of(mapping: object, key: str) -> int | None:
+    return getattr(mapping, "lines", {}).get(key)
+
+
+def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse and validate a config file into ``{setting field: value}``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: the config file is not UTF-8 text: {exc}") from exc
+    try:
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "unknown line"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}, {where}: the YAML does not parse: {problem}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}, line 1: the top level must be a mapping of settings")
+    values: dict[str, Any] = {"sections": {}}
+    for key, value in data.items():
+        line = _line_of(data, key)
+        if key in _SECTIONS_OF_LATER_STAGES:
+            values["sections"][key] = value
+            continue
+        if key in ("project", "database_url", "public_url", "pricing"):
+            _set(values, path, line, key, value)
+            continue
+        if key in ("sessions", "ingest"):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}, line {line}, key {key}: expected a mapping")
+            for sub, subvalue in value.items():
+                dotted = f"{key}.{sub}"
+                if dotted not in _BY_KEY:
+                    known = ", ".join(k.split(".", 1)[1] for k in _BY_KEY if k.startswith(key + "."))
+                    raise ConfigError(
+                        f"{path}, line {_line_of(value, sub)}, key {dotted}: unknown setting (known: {known})"
+                    )
+                _set(values, path, _line_of(value, sub), dotted, subvalue)
+            continue
+        known = ", ".join(sorted({k.split(".")[0] for k in _BY_KEY} | _SECTIONS_OF_LATER_STAGES))
+        raise ConfigError(f"{path}, line {line}, key {key}: unknown top-level key (known: {known})")
+    return values
+
+
+def _set(values: dict[str, Any], path: Path, line: int | None, key: str, value: object) -> None:
+    setting = _BY_KEY[key]
+    try:
+        values[_FIELD_OF_KEY[key]] = setting.cast(value)
+    except ValueError as exc:
+        raise ConfigError(f"{path}, line {line}, key {key}: {exc}") from exc
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Resolve settings: ``overrides`` > environment > config file > defaults.
+
+    ``config`` None means ``./agentwatch.yaml`` when that file exists.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_path: Path | None = None
+    if config is not None:
+        config_path = Path(config)
+        if not config_path.exists():
+            raise ConfigError(f"{config_path}: config file not found")
+    elif Path("agentwatch.yaml").exists():
+        config_path = Path("agentwatch.yaml")
+    if config_path is not None:
+        values.update(load_file(config_path))
+        values["config_path"] = str(config_path)
+    for setting in SETTINGS:
+        if setting.env and env.get(setting.env):
+            try:
+                values[_FIELD_OF_KEY[setting.key]] = setting.cast(env[setting.env])
+            except ValueError as exc:
+                raise ConfigError(f"environment variable {setting.env}: {exc}") from exc
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)
