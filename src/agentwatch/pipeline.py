@@ -54,9 +54,10 @@ class Pipeline:
             except Exception:  # noqa: BLE001 - the clock keeps ticking
                 logger.exception("advancing the event-time clock failed")
 
-    def flush(self) -> dict[str, int]:
+    def flush(self, project_id: int | None = None) -> dict[str, int]:
         """Complete every open session, after everything queued before is written."""
-        return self.writer.call(self.writer.flush).result()
+        result: dict[str, int] = self.writer.call(lambda: self.writer.flush(project_id)).result()
+        return result
 
     def stop(self) -> None:
         self._stopping.set()

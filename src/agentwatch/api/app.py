@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from agentwatch import __version__
 from agentwatch.api.openapi import openapi_spec
-from agentwatch.api.views import session_json, span_tree, span_json
+from agentwatch.api.views import session_json, span_json, span_tree
 from agentwatch.errors import AgentwatchError, BadRequest, NotFound
 from agentwatch.ingest.grpc import make_grpc_server
 from agentwatch.ingest.http import make_otlp_endpoint
@@ -122,8 +122,7 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
         return JSONResponse({"spans": [span_json(r, pipeline.options) for r in rows]})
 
     def flush(request: Request) -> JSONResponse:
-        auth.project_for(request.headers)
-        result = pipeline.flush()
+        result = pipeline.flush(auth.project_for(request.headers))
         return JSONResponse({"flushed": True, **result})
 
     def healthz(request: Request) -> JSONResponse:

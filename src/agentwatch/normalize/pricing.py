@@ -198,5 +198,7 @@ def _rate(model: str, name: str, value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"prices.{model}.{name}: expected a non-negative number (USD per million tokens), got {value!r}")
+        raise ConfigError(
+            f"prices.{model}.{name}: expected a non-negative number (USD per million tokens), got {value!r}"
+        )
     return float(value)

@@ -43,7 +43,7 @@ class Summary:
     user_id: str | None = None
 
     def as_row(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 #: Span columns the summary reads.

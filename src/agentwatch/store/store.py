@@ -74,7 +74,8 @@ class Store:
                 return int(found)
         try:
             with self.engine.begin() as conn:
-                return int(conn.execute(m.projects.insert().values(name=name, created_at=utcnow())).inserted_primary_key[0])
+                result = conn.execute(m.projects.insert().values(name=name, created_at=utcnow()))
+                return int(result.inserted_primary_key[0])  # type: ignore[index]
         except IntegrityError:
             with self.engine.begin() as conn:
                 return int(conn.execute(select(p.id).where(p.name == name)).scalar_one())
@@ -95,7 +96,7 @@ class Store:
             key_id = conn.execute(
                 m.api_keys.insert().values(project_id=project_id, name=name, prefix=plaintext[:10],
                                            key_hash=hash_key(plaintext), created_at=now)
-            ).inserted_primary_key[0]
+            ).inserted_primary_key[0]  # type: ignore[index]
         return ApiKey(int(key_id), project, name, plaintext[:10], now, None), plaintext
 
     def list_keys(self) -> list[ApiKey]:

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import Connection, and_, delete, func, select, tuple_, update
+from sqlalchemy import Connection, and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -447,7 +447,7 @@ class Writer:
     def tick(self) -> None:
         """Live mode: a project quiet for ``idle_timeout`` of wall time moves on by the wall time passed."""
         now = time.monotonic()
-        for project_id, clock in self.clocks.items():
+        for clock in self.clocks.values():
             quiet = now - clock.last_arrival
             if quiet * 1e9 >= self.idle_ns and clock.max_event_ns:
                 clock.watermark_ns = max(clock.watermark_ns, clock.max_event_ns - self.lateness_ns + int(quiet * 1e9))
@@ -477,16 +477,23 @@ class Writer:
             self.on_complete(conn, project_id, done)
         return done
 
-    def flush(self) -> dict[str, int]:
-        """On the writer thread: move every clock past its last event and complete every open session."""
+    def flush(self, project_id: int | None = None) -> dict[str, int]:
+        """On the writer thread: move the clock past its last event and complete every open session.
+
+        ``project_id`` None flushes every project.
+        """
         completed = 0
         with self.engine.begin() as conn:
-            project_ids = {row[0] for row in conn.execute(select(m.sessions.c.project_id).distinct())}
-            for project_id in project_ids | set(self.clocks):
-                clock = self.clocks.setdefault(project_id, Clock())
+            if project_id is None:
+                project_ids = {row[0] for row in conn.execute(select(m.sessions.c.project_id).distinct())}
+                project_ids |= set(self.clocks)
+            else:
+                project_ids = {project_id}
+            for pid in project_ids:
+                clock = self.clocks.setdefault(pid, Clock())
                 clock.watermark_ns = max(clock.watermark_ns, clock.max_event_ns + self.idle_ns + self.lateness_ns + 1)
-                completed += len(self._complete(conn, project_id, None))
-                self._save_clock(conn, project_id, clock)
+                completed += len(self._complete(conn, pid, None))
+                self._save_clock(conn, pid, clock)
         return {"completed_sessions": completed}
 
 
