@@ -13,11 +13,12 @@ The package's public surface is the SDK helpers below; the server is the
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
-    __version__ = version("agentwatch")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _version("agentwatch")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 from agentwatch.sdk import configure, llm_call, session, tool_call
