@@ -31,12 +31,14 @@ from agentwatch._types import RawLogRecord, Resource
 from agentwatch.sessions.summary import SPAN_COLUMNS, Summary, summarize
 from agentwatch.store import models as m
 from agentwatch.store.models import utcnow
+from agentwatch.store.statements import Statements, dumps
 
 logger = logging.getLogger(__name__)
 
 #: Spans dated further than this past the wall clock do not move the watermark.
 MAX_FUTURE_SKEW_NS = 3600 * 10**9
 _CHUNK = 500
+_CHUNK_ROWS = 200
 
 
 class WriteRejected(Exception):
@@ -100,6 +102,9 @@ class Writer:
         self.clocks: dict[int, Clock] = {}
         self._last_completion = 0.0
         self.commits = 0
+        self._sql = Statements(self.dialect)
+        self._dumps = dumps
+        self._session_upsert = self._build_session_upsert()
         self._load_clocks()
 
     # -- lifecycle -------------------------------------------------------
@@ -257,29 +262,21 @@ class Writer:
         for row in unique.values():
             by_trace.setdefault(row["trace_id"], []).append(row)
 
-        filed = self._trace_sessions(conn, project_id, list(by_trace))
-        new_trace_rows: list[dict[str, Any]] = []
+        filed, new_traces = self._file_traces(conn, project_id, by_trace)
         recompute: set[str] = set()
         moves: list[tuple[str, str]] = []
         for trace_id, trace_rows in by_trace.items():
-            own = [r["_session"] for r in trace_rows if r["_session"]]
-            previous = filed.get(trace_id)
-            if own:
-                trace_session = previous[0] if previous and previous[1] else own[0]
-                if previous is None:
-                    new_trace_rows.append(
-                        {"project_id": project_id, "trace_id": trace_id, "session_id": trace_session, "explicit": True}
-                    )
-                elif not previous[1]:
-                    moves.append((trace_id, trace_session))
-                self._remember(project_id, trace_id, trace_session)
-            elif previous is not None:
-                trace_session = previous[0]
+            if trace_id in new_traces:
+                trace_session = new_traces[trace_id]
             else:
-                trace_session = trace_id
-                new_trace_rows.append(
-                    {"project_id": project_id, "trace_id": trace_id, "session_id": trace_id, "explicit": False}
-                )
+                previous_session, explicit = filed[trace_id]
+                own = next((r["_session"] for r in trace_rows if r["_session"]), None)
+                if own is not None and not explicit:
+                    trace_session = own
+                    moves.append((trace_id, own))
+                    self._remember(project_id, trace_id, own)
+                else:
+                    trace_session = previous_session
             _assign_sessions(trace_rows, trace_session)
 
         for trace_id, session_id in moves:
@@ -302,24 +299,17 @@ class Writer:
             recompute.add(old_session)
             recompute.add(unique[key]["session_id"])
 
-        if new_trace_rows:
-            stmt = self._insert(m.trace_sessions).on_conflict_do_nothing(index_elements=["project_id", "trace_id"])
-            conn.execute(stmt, new_trace_rows)
-
-        span_rows = []
-        for row in unique.values():
-            out = {k: v for k, v in row.items() if k != "_session"}
-            out["project_id"] = project_id
-            span_rows.append(out)
-        if replaced:
-            stmt = self._insert(m.spans)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["project_id", "trace_id", "span_id"],
-                set_={c.name: stmt.excluded[c.name] for c in m.spans.columns if not c.primary_key},
-            )
-            conn.execute(stmt, span_rows)
-        else:
-            conn.execute(m.spans.insert(), span_rows)
+        sql = self._sql.spans_upsert if replaced else self._sql.spans_insert
+        dumps = self._dumps
+        conn.exec_driver_sql(sql, [
+            (project_id, r["trace_id"], r["span_id"], r["parent_span_id"], r["session_id"], r["session_explicit"],
+             r["name"], r["kind"], r["span_kind"], r["start_ns"], r["end_ns"], r["status_code"], r["status_message"],
+             r["success"], r["error_type"], r["service"], r["agent_name"], r["agent_version"], r["intent"],
+             r["user_id"], r["provider"], r["model"], r["tool_name"], r["tokens_in"], r["tokens_out"],
+             r["cost_usd"], r["scope_name"], r["scope_version"], r["resource_key"], dumps(r["attributes"]),
+             dumps(r["events"]) if r["events"] else None, dumps(r["links"]) if r["links"] else None)
+            for r in unique.values()
+        ])
 
         deltas: dict[str, list[dict[str, Any]]] = {}
         for key, row in unique.items():
@@ -330,25 +320,42 @@ class Writer:
         for session_id in recompute:
             self._recompute_session(conn, project_id, session_id)
 
-    def _trace_sessions(self, conn: Connection, project_id: int, trace_ids: list[str]) -> dict[str, tuple[str, bool]]:
-        found: dict[str, tuple[str, bool]] = {}
-        missing = []
-        for trace_id in trace_ids:
+    def _file_traces(
+        self, conn: Connection, project_id: int, by_trace: dict[str, list[dict[str, Any]]]
+    ) -> tuple[dict[str, tuple[str, bool]], dict[str, str]]:
+        """Answers ``(filed, new)``: the traces known before (session, explicit) and those filed now."""
+        filed: dict[str, tuple[str, bool]] = {}
+        proposals: list[tuple[int, str, str, bool]] = []
+        for trace_id, trace_rows in by_trace.items():
             cached = self._trace_cache.get((project_id, trace_id))
             if cached is not None:
-                found[trace_id] = (cached, True)
-            else:
-                missing.append(trace_id)
+                filed[trace_id] = (cached, True)
+                continue
+            own = next((r["_session"] for r in trace_rows if r["_session"]), None)
+            proposals.append((project_id, trace_id, own or trace_id, own is not None))
+        new: dict[str, str] = {}
+        for i in range(0, len(proposals), _CHUNK_ROWS):
+            chunk = proposals[i : i + _CHUNK_ROWS]
+            sql = self._sql.trace_sessions_insert(len(chunk))
+            params = tuple(value for row in chunk for value in row)
+            inserted = {row[0] for row in conn.exec_driver_sql(sql, params)}
+            for _, trace_id, session_id, explicit in chunk:
+                if trace_id in inserted:
+                    new[trace_id] = session_id
+                    if explicit:
+                        self._remember(project_id, trace_id, session_id)
+        conflicts = [p[1] for p in proposals if p[1] not in new]
         t = m.trace_sessions.c
-        for chunk in _chunks(missing):
+        for chunk_ids in _chunks(conflicts):
             result = conn.execute(
-                select(t.trace_id, t.session_id, t.explicit).where(t.project_id == project_id, t.trace_id.in_(chunk))
+                select(t.trace_id, t.session_id, t.explicit).where(t.project_id == project_id,
+                                                                   t.trace_id.in_(chunk_ids))
             )
             for trace_id, session_id, explicit in result:
-                found[trace_id] = (session_id, bool(explicit))
+                filed[trace_id] = (session_id, bool(explicit))
                 if explicit:
                     self._remember(project_id, trace_id, session_id)
-        return found
+        return filed, new
 
     def _remember(self, project_id: int, trace_id: str, session_id: str) -> None:
         cache = self._trace_cache
@@ -382,6 +389,9 @@ class Writer:
             rows.append(row)
         if not rows:
             return
+        conn.execute(self._session_upsert, rows)
+
+    def _build_session_upsert(self) -> Any:
         stmt = self._insert(m.sessions)
         ex = stmt.excluded
         c = m.sessions.c
@@ -394,8 +404,7 @@ class Writer:
         set_["start_ns"] = least(c.start_ns, ex.start_ns)
         set_["end_ns"] = greatest(c.end_ns, ex.end_ns)
         set_["updated_at"] = ex.updated_at
-        stmt = stmt.on_conflict_do_update(index_elements=["project_id", "session_id"], set_=set_)
-        conn.execute(stmt, rows)
+        return stmt.on_conflict_do_update(index_elements=["project_id", "session_id"], set_=set_)
 
     def _recompute_session(self, conn: Connection, project_id: int, session_id: str) -> None:
         s = m.spans.c

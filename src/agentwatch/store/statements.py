@@ -1,0 +1,52 @@
+"""Hand-written SQL for the ingest hot path, one text per dialect.
+
+The writer inserts spans with the driver's ``executemany`` on positional
+tuples: SQLAlchemy's per-row parameter processing costs more than SQLite's
+own insert. The column order here is the order of the writer's tuples.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+SPAN_COLUMNS = (
+    "project_id", "trace_id", "span_id", "parent_span_id", "session_id", "session_explicit", "name", "kind",
+    "span_kind", "start_ns", "end_ns", "status_code", "status_message", "success", "error_type", "service",
+    "agent_name", "agent_version", "intent", "user_id", "provider", "model", "tool_name", "tokens_in",
+    "tokens_out", "cost_usd", "scope_name", "scope_version", "resource_key", "attributes", "events", "links",
+)
+_JSON_COLUMNS = frozenset({"attributes", "events", "links"})
+_KEY = ("project_id", "trace_id", "span_id")
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text; NUL characters (refused by PostgreSQL's jsonb) become U+FFFD."""
+    text = _encoder.encode(value)
+    if "\\u0000" in text:
+        text = text.replace("\\u0000", "\\ufffd")
+    return text
+
+
+class Statements:
+    """The texts for one dialect (``sqlite`` or ``postgresql``)."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        pg = dialect == "postgresql"
+        marks = ", ".join(("%s::jsonb" if c in _JSON_COLUMNS else "%s") if pg else "?" for c in SPAN_COLUMNS)
+        self.spans_insert = f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({marks})"
+        updates = ", ".join(f"{c} = excluded.{c}" for c in SPAN_COLUMNS if c not in _KEY)
+        self.spans_upsert = f"{self.spans_insert} ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET {updates}"
+        self._mark = "%s" if pg else "?"
+
+    @lru_cache(maxsize=64)  # noqa: B019 - a handful of chunk sizes per writer
+    def trace_sessions_insert(self, rows: int) -> str:
+        """Insert ``rows`` trace filings, answering the trace ids that were new."""
+        m = self._mark
+        values = ", ".join([f"({m}, {m}, {m}, {m})"] * rows)
+        return (f"INSERT INTO trace_sessions (project_id, trace_id, session_id, explicit) VALUES {values} "
+                "ON CONFLICT (project_id, trace_id) DO NOTHING RETURNING trace_id")
