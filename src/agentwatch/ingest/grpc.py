@@ -7,6 +7,7 @@ store answers ``UNAVAILABLE`` (retryable for OTLP exporters).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Callable
 
 import grpc
@@ -15,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from agentwatch.errors import AgentwatchError
 from agentwatch.ingest.decode import logs_from_message, traces_from_message
-from agentwatch.ingest.receiver import Overloaded, Receiver
+from agentwatch.ingest.receiver import OFFLOAD_BYTES, Overloaded, Receiver
 from agentwatch.store.writer import WriteRejected, WriterUnavailable
 
 
@@ -24,7 +25,7 @@ async def _guard(
     project_for: Callable[[Any], int],
     request: Any,
     context: grpc.aio.ServicerContext,
-    handle: Callable[[int], Any],
+    handle: Callable[[int, int], Any],
 ) -> Any:
     headers = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
     try:
@@ -37,7 +38,7 @@ async def _guard(
     except Overloaded as exc:
         await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
     try:
-        return await handle(project_id)
+        return await handle(project_id, size)
     except WriterUnavailable as exc:
         await context.abort(grpc.StatusCode.UNAVAILABLE, f"the store is unavailable: {exc}")
     except WriteRejected as exc:
@@ -52,9 +53,12 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self.project_for = project_for
 
     async def Export(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802 - gRPC name
-        async def handle(project_id: int) -> Any:
-            decoded = traces_from_message(request)
-            outcome = await self.receiver.traces(project_id, decoded, nbytes=request.ByteSize())
+        async def handle(project_id: int, size: int) -> Any:
+            if size > OFFLOAD_BYTES:
+                decoded = await asyncio.to_thread(traces_from_message, request)
+            else:
+                decoded = traces_from_message(request)
+            outcome = await self.receiver.traces(project_id, decoded, nbytes=size)
             response = trace_service_pb2.ExportTraceServiceResponse()
             if outcome.rejected or outcome.message:
                 response.partial_success.rejected_spans = outcome.rejected
@@ -70,9 +74,12 @@ class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
         self.project_for = project_for
 
     async def Export(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802 - gRPC name
-        async def handle(project_id: int) -> Any:
-            decoded = logs_from_message(request)
-            outcome = await self.receiver.logs(project_id, decoded, nbytes=request.ByteSize())
+        async def handle(project_id: int, size: int) -> Any:
+            if size > OFFLOAD_BYTES:
+                decoded = await asyncio.to_thread(logs_from_message, request)
+            else:
+                decoded = logs_from_message(request)
+            outcome = await self.receiver.logs(project_id, decoded, nbytes=size)
             response = logs_service_pb2.ExportLogsServiceResponse()
             if outcome.rejected or outcome.message:
                 response.partial_success.rejected_log_records = outcome.rejected

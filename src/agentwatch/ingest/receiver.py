@@ -10,17 +10,29 @@ memory stays bounded however fast clients send.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import dataclasses
+import math
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from agentwatch._types import RawSpan
-from agentwatch.ingest.decode import DecodedLogs, DecodedTraces
+from agentwatch._types import RawLogRecord, RawSpan, Resource
+from agentwatch.ingest.decode import MAX_ERRORS, DecodedLogs, DecodedTraces
 from agentwatch.normalize import NormalizeOptions, normalize
-from agentwatch.store.writer import WriteBatch, Writer
+from agentwatch.store.writer import WriteBatch, Writer, WriterUnavailable
 
 #: Bodies above this are decoded and normalized off the event loop.
 OFFLOAD_BYTES = 256 * 1024
+#: Longest wait for the writer's commit before answering "unavailable" (retryable).
+COMMIT_TIMEOUT_S = 60.0
+#: Span times are stored as signed 64-bit integers; OTLP's fixed64 can hold more.
+MAX_TIME_NS = 2**63 - 1
+#: Known values of OTLP's open enums: SpanKind, StatusCode, SeverityNumber. Others are
+#: legal on the wire (proto3 enums are open) and are stored as 0, the unspecified value.
+_SPAN_KINDS = range(6)
+_STATUS_CODES = range(3)
+_SEVERITIES = range(25)
 
 
 class Overloaded(Exception):
@@ -45,6 +57,20 @@ class Budget:
                 self.rejected += 1
                 raise Overloaded(f"in-flight budget of {self.max_bytes} bytes is full; retry later")
             self.in_flight += nbytes
+
+    def grow(self, held: int, extra: int) -> None:
+        """Add ``extra`` bytes to a request already holding ``held``.
+
+        Used once a body turns out bigger than its Content-Length said
+        (gzip, chunked transfer). Like :meth:`acquire`, a request alone in
+        flight always passes.
+        """
+        with self._lock:
+            others = self.in_flight - held
+            if others > 0 and self.in_flight + extra > self.max_bytes:
+                self.rejected += 1
+                raise Overloaded(f"in-flight budget of {self.max_bytes} bytes is full; retry later")
+            self.in_flight += extra
 
     def release(self, nbytes: int) -> None:
         with self._lock:
@@ -97,6 +123,114 @@ def span_row(raw: RawSpan, options: NormalizeOptions) -> dict[str, Any]:
     }
 
 
+_isfinite = math.isfinite
+
+
+def _dirty(value: Any) -> bool:
+    """Whether ``value`` holds a NUL character or a non-finite float anywhere."""
+    kind = type(value)
+    if kind is str:
+        return "\x00" in value
+    if kind is float:
+        return not _isfinite(value)
+    if kind is dict:
+        return any("\x00" in k or _dirty(v) for k, v in value.items())
+    if kind is list or kind is tuple:
+        return any(_dirty(v) for v in value)
+    return False
+
+
+def _clean_json(value: Any) -> Any:
+    """``value`` made storable as JSON on every engine.
+
+    NUL becomes U+FFFD (PostgreSQL text and JSONB cannot hold it); NaN and
+    the infinities become the strings proto3 JSON uses for them ("NaN",
+    "Infinity", "-Infinity"), since JSON has no such numbers.
+    """
+    kind = type(value)
+    if kind is str:
+        return value.replace("\x00", "\ufffd")
+    if kind is float:
+        if _isfinite(value):
+            return value
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if kind is dict:
+        return {k.replace("\x00", "\ufffd"): _clean_json(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [_clean_json(v) for v in value]
+    return value
+
+
+def _clean_column(value: Any) -> Any:
+    """A scalar column value made storable: NUL replaced, a non-finite number dropped."""
+    kind = type(value)
+    if kind is str:
+        return value.replace("\x00", "\ufffd")
+    if kind is float and not _isfinite(value):
+        return None
+    return value
+
+
+_JSON_COLUMNS = frozenset({"attributes", "events", "links"})
+
+
+def _clean_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The row made storable on every engine (PostgreSQL refused all of these)."""
+    if row["span_kind"] not in _SPAN_KINDS:
+        row["span_kind"] = 0
+    if row["status_code"] not in _STATUS_CODES:
+        row["status_code"] = 0
+    if not any(_dirty(v) for v in row.values()):
+        return row
+    return {k: (_clean_json(v) if k in _JSON_COLUMNS else _clean_column(v)) for k, v in row.items()}
+
+
+def _clean_resource(resource: Resource) -> Resource:
+    # The key stays the hash of what was sent, so identical resources still share a row.
+    if not _dirty(resource.attributes):
+        return resource
+    return Resource(attributes=_clean_json(resource.attributes), key=resource.key)
+
+
+def _clean_record(record: RawLogRecord) -> RawLogRecord:
+    if record.severity_number not in _SEVERITIES:
+        record = dataclasses.replace(record, severity_number=0)
+    if not (_dirty(record.attributes) or _dirty(record.body) or _dirty(record.event_name)
+            or _dirty(record.scope_name) or _dirty(record.resource.attributes)):
+        return record
+    return dataclasses.replace(
+        record,
+        event_name=_clean_column(record.event_name),
+        attributes=_clean_json(record.attributes),
+        body=_clean_json(record.body),
+        scope_name=_clean_column(record.scope_name),
+        resource=_clean_resource(record.resource),
+    )
+
+
+def _time_problem(raw: RawSpan) -> str | None:
+    if raw.start_ns > MAX_TIME_NS or raw.end_ns > MAX_TIME_NS:
+        return (f"span {raw.span_id} of trace {raw.trace_id}: start_time_unix_nano and end_time_unix_nano "
+                f"must be below 2^63 (year 2262)")
+    return None
+
+
+async def committed(future: concurrent.futures.Future[Any]) -> Any:
+    """Await the writer's future without ever cancelling it.
+
+    A handler can be cancelled while it waits (a gRPC deadline passes, the
+    client goes away, the server shuts down). Cancelling the writer's
+    future then would leave the writer resolving a cancelled future, so the
+    wait is shielded: the batch still commits, only the answer is lost.
+    A writer that does not commit within ``COMMIT_TIMEOUT_S`` is reported
+    unavailable (a retryable answer) instead of holding the client forever.
+    """
+    try:
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), COMMIT_TIMEOUT_S)
+    except TimeoutError:
+        raise WriterUnavailable(f"the commit did not finish within {COMMIT_TIMEOUT_S:.0f}s") from None
+
+
 class Receiver:
     """Turns decoded OTLP into committed rows."""
 
@@ -107,25 +241,51 @@ class Receiver:
         self.spans_accepted = 0
         self.spans_rejected = 0
 
-    def _traces_batch(self, project_id: int, decoded: DecodedTraces) -> WriteBatch:
-        rows = [span_row(raw, self.options) for raw in decoded.spans]
-        resources = list({raw.resource.key: raw.resource for raw in decoded.spans}.values())
-        return WriteBatch(project_id=project_id, spans=rows, resources=resources)
+    def _traces_batch(self, project_id: int, decoded: DecodedTraces) -> tuple[WriteBatch, list[str]]:
+        rows = []
+        resources: dict[str, Resource] = {}
+        problems: list[str] = []
+        for raw in decoded.spans:
+            problem = _time_problem(raw)
+            if problem is not None:
+                problems.append(problem)
+                continue
+            rows.append(_clean_row(span_row(raw, self.options)))
+            if raw.resource.key not in resources:
+                resources[raw.resource.key] = _clean_resource(raw.resource)
+        return WriteBatch(project_id=project_id, spans=rows, resources=list(resources.values())), problems
 
     async def traces(self, project_id: int, decoded: DecodedTraces, *, nbytes: int) -> Outcome:
+        rejected = decoded.rejected_spans
+        errors = list(decoded.errors)
+        accepted = 0
         if decoded.spans:
             if nbytes > OFFLOAD_BYTES:
-                batch = await asyncio.to_thread(self._traces_batch, project_id, decoded)
+                batch, problems = await asyncio.to_thread(self._traces_batch, project_id, decoded)
             else:
-                batch = self._traces_batch(project_id, decoded)
-            await asyncio.wrap_future(self.writer.submit(batch))
-        self.spans_accepted += len(decoded.spans)
-        self.spans_rejected += decoded.rejected_spans
-        return Outcome(len(decoded.spans), decoded.rejected_spans, "; ".join(decoded.errors))
+                batch, problems = self._traces_batch(project_id, decoded)
+            rejected += len(problems)
+            errors.extend(problems[: max(0, MAX_ERRORS - len(errors))])
+            accepted = len(batch.spans)
+            if batch.spans:
+                await committed(self.writer.submit(batch))
+        self.spans_accepted += accepted
+        self.spans_rejected += rejected
+        return Outcome(accepted, rejected, "; ".join(errors))
 
     async def logs(self, project_id: int, decoded: DecodedLogs, *, nbytes: int) -> Outcome:
-        if decoded.records:
-            resources = list({r.resource.key: r.resource for r in decoded.records}.values())
-            batch = WriteBatch(project_id=project_id, logs=list(decoded.records), resources=resources)
-            await asyncio.wrap_future(self.writer.submit(batch))
-        return Outcome(len(decoded.records), decoded.rejected_log_records, "; ".join(decoded.errors))
+        rejected = decoded.rejected_log_records
+        errors = list(decoded.errors)
+        records = []
+        for record in decoded.records:
+            if record.time_ns > MAX_TIME_NS:
+                rejected += 1
+                if len(errors) < MAX_ERRORS:
+                    errors.append(f"log record of span {record.span_id}: time_unix_nano must be below 2^63")
+                continue
+            records.append(_clean_record(record))
+        if records:
+            resources = list({r.resource.key: r.resource for r in records}.values())
+            batch = WriteBatch(project_id=project_id, logs=records, resources=resources)
+            await committed(self.writer.submit(batch))
+        return Outcome(len(records), rejected, "; ".join(errors))

@@ -209,7 +209,7 @@ class Writer:
         by_project: dict[int, list[WriteBatch]] = {}
         for batch in batches:
             by_project.setdefault(batch.project_id, []).append(batch)
-        touched_clocks: dict[int, Clock] = {}
+        latest: dict[int, int] = {}
         with self.engine.begin() as conn:
             self._write_resources(conn, [r for b in batches for r in b.resources])
             for project_id, group in by_project.items():
@@ -217,13 +217,13 @@ class Writer:
                 logs = [rec for b in group for rec in b.logs]
                 if rows:
                     self._write_spans(conn, project_id, rows)
-                    clock = self._advance(project_id, max(r["end_ns"] for r in rows))
-                    touched_clocks[project_id] = clock
+                    latest[project_id] = max(r["end_ns"] for r in rows)
                 if logs:
                     self._write_logs(conn, project_id, logs)
-            for project_id, clock in touched_clocks.items():
-                self._save_clock(conn, project_id, clock)
         self.commits += 1
+        # The clock moves only on committed data; it is saved with the next completion pass.
+        for project_id, end_ns in latest.items():
+            self._advance(project_id, end_ns)
 
     def _write_resources(self, conn: Connection, resources: list[Resource]) -> None:
         new = {r.key: r for r in resources if r.key not in self._known_resources}
