@@ -20,6 +20,7 @@ from typing import Any
 from agentwatch._types import RawLogRecord, RawSpan, Resource
 from agentwatch.ingest.decode import MAX_ERRORS, DecodedLogs, DecodedTraces
 from agentwatch.normalize import NormalizeOptions, normalize
+from agentwatch.store.statements import clean_json as _clean_json
 from agentwatch.store.writer import WriteBatch, Writer, WriterUnavailable
 
 #: Bodies above this are decoded and normalized off the event loop.
@@ -140,27 +141,6 @@ def _dirty(value: Any) -> bool:
     return False
 
 
-def _clean_json(value: Any) -> Any:
-    """``value`` made storable as JSON on every engine.
-
-    NUL becomes U+FFFD (PostgreSQL text and JSONB cannot hold it); NaN and
-    the infinities become the strings proto3 JSON uses for them ("NaN",
-    "Infinity", "-Infinity"), since JSON has no such numbers.
-    """
-    kind = type(value)
-    if kind is str:
-        return value.replace("\x00", "\ufffd")
-    if kind is float:
-        if _isfinite(value):
-            return value
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    if kind is dict:
-        return {k.replace("\x00", "\ufffd"): _clean_json(v) for k, v in value.items()}
-    if kind is list or kind is tuple:
-        return [_clean_json(v) for v in value]
-    return value
-
-
 def _clean_column(value: Any) -> Any:
     """A scalar column value made storable: NUL replaced, a non-finite number dropped."""
     kind = type(value)
@@ -171,18 +151,36 @@ def _clean_column(value: Any) -> Any:
     return value
 
 
-_JSON_COLUMNS = frozenset({"attributes", "events", "links"})
+#: Text columns of a span row; the JSON columns are cleaned when the writer serializes them.
+_TEXT_COLUMNS = ("_session", "name", "status_message", "error_type", "service", "agent_name", "agent_version",
+                 "intent", "user_id", "provider", "model", "tool_name", "scope_name", "scope_version")
+#: Above this a token count is not a real one, and a session's sum could overflow 64 bits.
+MAX_TOKENS = 2**40
 
 
 def _clean_row(row: dict[str, Any]) -> dict[str, Any]:
-    """The row made storable on every engine (PostgreSQL refused all of these)."""
+    """The row made storable on every engine (PostgreSQL refused all of these).
+
+    Only the scalar columns are checked here, cheaply, on every span; NUL and
+    non-finite numbers inside attributes, events and links are handled by the
+    writer's JSON serializer (:func:`agentwatch.store.statements.dumps`).
+    """
     if row["span_kind"] not in _SPAN_KINDS:
         row["span_kind"] = 0
     if row["status_code"] not in _STATUS_CODES:
         row["status_code"] = 0
-    if not any(_dirty(v) for v in row.values()):
-        return row
-    return {k: (_clean_json(v) if k in _JSON_COLUMNS else _clean_column(v)) for k, v in row.items()}
+    for key in _TEXT_COLUMNS:
+        value = row[key]
+        if value is not None and "\x00" in value:
+            row[key] = value.replace("\x00", "\ufffd")
+    cost = row["cost_usd"]
+    if cost is not None and not _isfinite(cost):
+        row["cost_usd"] = None
+    for key in ("tokens_in", "tokens_out"):
+        tokens = row[key]
+        if tokens is not None and not 0 <= tokens < MAX_TOKENS:
+            row[key] = None
+    return row
 
 
 def _clean_resource(resource: Resource) -> Resource:

@@ -8,6 +8,7 @@ own insert. The column order here is the order of the writer's tuples.
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -20,14 +21,42 @@ SPAN_COLUMNS = (
 _JSON_COLUMNS = frozenset({"attributes", "events", "links"})
 _KEY = ("project_id", "trace_id", "span_id")
 
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def clean_json(value: Any) -> Any:
+    """``value`` made storable as JSON on every engine.
+
+    NUL becomes U+FFFD (PostgreSQL text and jsonb cannot hold it); NaN and
+    the infinities become the strings proto3 JSON uses for them ("NaN",
+    "Infinity", "-Infinity"), since JSON has no such numbers.
+    """
+    kind = type(value)
+    if kind is str:
+        return value.replace("\x00", "\ufffd")
+    if kind is float:
+        if math.isfinite(value):
+            return value
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if kind is dict:
+        return {str(k).replace("\x00", "\ufffd"): clean_json(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [clean_json(v) for v in value]
+    return value
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON text; NUL characters (refused by PostgreSQL's jsonb) become U+FFFD."""
-    text = _encoder.encode(value)
+    """Compact JSON text storable on every engine (see :func:`clean_json`).
+
+    The common case costs one encode and one substring test; only a value
+    holding NUL or a non-finite number is walked and cleaned.
+    """
+    try:
+        text = _encoder.encode(value)
+    except ValueError:
+        return _encoder.encode(clean_json(value))
     if "\\u0000" in text:
-        text = text.replace("\\u0000", "\\ufffd")
+        return _encoder.encode(clean_json(value))
     return text
 
 

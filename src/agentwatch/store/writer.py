@@ -159,7 +159,10 @@ class Writer:
                 batches.append(nxt)
                 count += len(nxt.spans) + len(nxt.logs)
             self._commit_batches(batches)
-            self._maybe_complete(force=False)
+            try:
+                self._maybe_complete(force=False)
+            except Exception:  # noqa: BLE001 - the writer outlives a failed completion pass
+                logger.exception("completing sessions failed; the next pass retries")
             if control is not None:
                 self._run_control(control)
             if stop:
@@ -167,15 +170,15 @@ class Writer:
 
     def _run_control(self, control: _Control) -> None:
         try:
-            control.future.set_result(control.action())
+            _resolve(control.future, control.action())
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-            control.future.set_exception(exc)
+            _reject(control.future, exc)
 
     def _commit_batches(self, batches: list[WriteBatch]) -> None:
         try:
             self._write(batches)
         except Exception as exc:  # noqa: BLE001
-            self._trace_cache.clear()
+            self._forget()
             if len(batches) == 1:
                 self._fail(batches[0], exc)
                 return
@@ -184,24 +187,29 @@ class Writer:
                 try:
                     self._write([batch])
                 except Exception as single_exc:  # noqa: BLE001
-                    self._trace_cache.clear()
+                    self._forget()
                     self._fail(batch, single_exc)
                     continue
-                batch.future.set_result(len(batch.spans))
+                _resolve(batch.future, len(batch.spans))
             return
         for batch in batches:
-            batch.future.set_result(len(batch.spans))
+            _resolve(batch.future, len(batch.spans))
+
+    def _forget(self) -> None:
+        """Drop what a rolled-back transaction may have taught the caches."""
+        self._trace_cache.clear()
+        self._known_resources.clear()
 
     def _fail(self, batch: WriteBatch, exc: Exception) -> None:
         if isinstance(exc, OperationalError):
             logger.warning("store unavailable: %s", exc.orig if hasattr(exc, "orig") else exc)
-            batch.future.set_exception(WriterUnavailable(str(getattr(exc, "orig", exc))))
+            _reject(batch.future, WriterUnavailable(str(getattr(exc, "orig", exc))))
         elif isinstance(exc, DBAPIError):
             logger.warning("store refused a batch: %s", exc.orig)
-            batch.future.set_exception(WriteRejected(f"the store refused the data: {exc.orig}"))
+            _reject(batch.future, WriteRejected(f"the store refused the data: {exc.orig}"))
         else:
             logger.exception("writing a batch failed")
-            batch.future.set_exception(WriteRejected(f"the data could not be stored: {exc}"))
+            _reject(batch.future, WriteRejected(f"the data could not be stored: {exc}"))
 
     # -- one transaction -------------------------------------------------
 
@@ -504,6 +512,21 @@ class Writer:
                 completed += len(self._complete(conn, pid, None))
                 self._save_clock(conn, pid, clock)
         return {"completed_sessions": completed}
+
+
+def _resolve(future: concurrent.futures.Future[Any], result: Any) -> None:
+    """Answer a waiting caller; one that gave up (cancelled) needs no answer."""
+    try:
+        future.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        pass
+
+
+def _reject(future: concurrent.futures.Future[Any], exc: BaseException) -> None:
+    try:
+        future.set_exception(exc)
+    except concurrent.futures.InvalidStateError:
+        pass
 
 
 def _assign_sessions(trace_rows: list[dict[str, Any]], trace_session: str) -> None:
