@@ -6,7 +6,7 @@ import logging
 import threading
 
 from agentwatch.auth import Auth
-from agentwatch.ingest.receiver import Budget, Receiver
+from agentwatch.ingest.receiver import Budget, DecodePool, Receiver
 from agentwatch.normalize import NormalizeOptions
 from agentwatch.normalize.pricing import PriceTable
 from agentwatch.settings import Settings
@@ -44,6 +44,8 @@ class Pipeline:
 
     def start(self) -> None:
         self.writer.start()
+        if self.settings.decode_processes and self.receiver.pool is None:
+            self.receiver.pool = DecodePool(self.settings.decode_processes, self.options)
         self._ticker = threading.Thread(target=self._tick, name="agentwatch-clock", daemon=True)
         self._ticker.start()
 
@@ -63,6 +65,9 @@ class Pipeline:
         self._stopping.set()
         if self._ticker is not None:
             self._ticker.join(timeout=5)
+        if self.receiver.pool is not None:
+            self.receiver.pool.close()
+            self.receiver.pool = None
         self.writer.stop()
 
     @property

@@ -67,7 +67,7 @@ def session(
     intent: str | None = None,
     agent_name: str = "agent",
     agent_version: str | None = None,
-    provider: TracerProvider | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Iterator[Span]:
     """An ``invoke_agent`` span that marks a session (``gen_ai.conversation.id``).
 
@@ -85,7 +85,7 @@ def session(
         attributes["agentwatch.intent"] = intent
     if agent_version:
         attributes["gen_ai.agent.version"] = agent_version
-    with _tracer(provider).start_as_current_span(f"invoke_agent {agent_name}", attributes=attributes) as span:
+    with _tracer(tracer_provider).start_as_current_span(f"invoke_agent {agent_name}", attributes=attributes) as span:
         yield span
 
 

@@ -94,6 +94,16 @@ def _pricing(value: object) -> dict[str, dict[str, float]]:
     return out
 
 
+def _workers(value: object) -> int:
+    if value == "auto":
+        return -1
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected auto or a number of processes (0 decodes in the server process), got {value!r}")
+    return value
+
+
 def _synchronous(value: object) -> str:
     if value not in ("normal", "full"):
         raise ValueError(f"expected normal or full, got {value!r}")
@@ -119,6 +129,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ingest.max_inflight_bytes", 128 * 1024 * 1024,
             "Bytes of requests decoded but not yet committed; beyond it ingest answers 429.", _positive_int),
     Setting("ingest.max_batch_spans", 20000, "Most spans the writer commits in one transaction.", _positive_int),
+    Setting("ingest.decode_workers", "auto",
+            "Processes that decode and normalize OTLP/HTTP trace bodies: auto (one per core but one, at most 4) "
+            "or a number; 0 decodes in the server process.", _workers, "AGENTWATCH_DECODE_WORKERS"),
     Setting("ingest.sqlite_synchronous", "normal",
             "SQLite synchronous mode: normal survives a process crash, full also a power loss.", _synchronous),
     Setting("pricing", {}, "Extra or overriding model prices in USD per million tokens.", _pricing),
@@ -143,6 +156,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024 * 1024
     max_inflight_bytes: int = 128 * 1024 * 1024
     max_batch_spans: int = 20000
+    #: -1 means auto.
+    decode_workers: int = -1
     sqlite_synchronous: str = "normal"
     pricing: dict[str, dict[str, float]] = field(default_factory=dict)
     config_path: str | None = None
@@ -151,6 +166,13 @@ class Settings:
 
     def with_overrides(self, **values: Any) -> Settings:
         return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+    @property
+    def decode_processes(self) -> int:
+        """How many decode worker processes to run."""
+        if self.decode_workers >= 0:
+            return self.decode_workers
+        return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 _FIELD_OF_KEY = {
@@ -163,6 +185,7 @@ _FIELD_OF_KEY = {
     "ingest.max_body_bytes": "max_body_bytes",
     "ingest.max_inflight_bytes": "max_inflight_bytes",
     "ingest.max_batch_spans": "max_batch_spans",
+    "ingest.decode_workers": "decode_workers",
     "ingest.sqlite_synchronous": "sqlite_synchronous",
     "pricing": "pricing",
 }

@@ -22,7 +22,7 @@ PB = {"content-type": "application/x-protobuf"}
 def pipeline(db_url: str) -> Iterator[Pipeline]:
     store = Store(db_url)
     store.migrate()
-    p = Pipeline(Settings(database_url=db_url), store)
+    p = Pipeline(Settings(database_url=db_url, decode_workers=0), store)
     yield p
     p.store.close()
 

@@ -234,7 +234,7 @@ def test_sdk_helpers_end_to_end(srv: Served) -> None:
     try:
         with pytest.raises(TimeoutError):
             with agentwatch.session("sess-sdk", user_id="user-42", intent="cancel_order", agent_name="helper",
-                                    provider=provider):
+                                    tracer_provider=provider):
                 with agentwatch.llm_call("gpt-4o-mini", tracer_provider=provider) as call:
                     call.record(input_tokens=120, output_tokens=30, response_model="gpt-4o-mini-2024-07-18",
                                 input_messages=[{"role": "user", "parts": [{"type": "text",

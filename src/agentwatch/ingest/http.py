@@ -36,7 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from agentwatch.errors import AgentwatchError, DecodeError
-from agentwatch.ingest.decode import decode_logs, decode_traces
+from agentwatch.ingest.decode import decode_logs
 from agentwatch.ingest.receiver import OFFLOAD_BYTES, Overloaded, Receiver
 from agentwatch.store.writer import WriteRejected, WriterUnavailable
 
@@ -142,8 +142,6 @@ def make_otlp_endpoint(
     signal: str,
 ) -> Callable[[Request], Any]:
     """The handler of ``/v1/traces`` (signal ``traces``) or ``/v1/logs`` (``logs``)."""
-    decode: Callable[[bytes, str], Any] = decode_traces if signal == "traces" else decode_logs
-
     async def endpoint(request: Request) -> Response:
         encoding = _encoding_of(request)
         if encoding is None:
@@ -178,13 +176,13 @@ def make_otlp_endpoint(
             if len(body) > held:
                 budget.grow(held, len(body) - held)
                 held = len(body)
-            if len(body) > OFFLOAD_BYTES:
-                decoded = await asyncio.to_thread(decode, body, encoding)
-            else:
-                decoded = decode(body, encoding)
             if signal == "traces":
-                outcome = await receiver.traces(project_id, decoded, nbytes=len(body))
+                outcome = await receiver.traces_body(project_id, body, encoding)
             else:
+                if len(body) > OFFLOAD_BYTES:
+                    decoded = await asyncio.to_thread(decode_logs, body, encoding)
+                else:
+                    decoded = decode_logs(body, encoding)
                 outcome = await receiver.logs(project_id, decoded, nbytes=len(body))
         except _Refusal as exc:
             return _status_response(exc.status, exc.message, encoding, exc.retry_after)

@@ -12,16 +12,23 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import logging
 import math
+import multiprocessing
+import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from agentwatch._types import RawLogRecord, RawSpan, Resource
-from agentwatch.ingest.decode import MAX_ERRORS, DecodedLogs, DecodedTraces
+from agentwatch.ingest.decode import MAX_ERRORS, DecodedLogs, DecodedTraces, decode_traces
 from agentwatch.normalize import NormalizeOptions, normalize
 from agentwatch.store.statements import clean_json as _clean_json
+from agentwatch.store.statements import dumps
 from agentwatch.store.writer import WriteBatch, Writer, WriterUnavailable
+
+logger = logging.getLogger(__name__)
 
 #: Bodies above this are decoded and normalized off the event loop.
 OFFLOAD_BYTES = 256 * 1024
@@ -88,7 +95,10 @@ class Outcome:
 
 
 def span_row(raw: RawSpan, options: NormalizeOptions) -> dict[str, Any]:
-    """The stored columns of one span (session assignment is the writer's)."""
+    """The stored columns of one span (session assignment is the writer's).
+
+    Attributes, events and links are JSON text already, storable on every engine.
+    """
     n = normalize(raw, options, content=False)
     return {
         "trace_id": raw.trace_id,
@@ -118,9 +128,9 @@ def span_row(raw: RawSpan, options: NormalizeOptions) -> dict[str, Any]:
         "scope_name": raw.scope_name or None,
         "scope_version": raw.scope_version or None,
         "resource_key": raw.resource.key,
-        "attributes": raw.attributes,
-        "events": raw.events or None,
-        "links": raw.links or None,
+        "attributes": dumps(raw.attributes),
+        "events": dumps(raw.events) if raw.events else None,
+        "links": dumps(raw.links) if raw.links else None,
     }
 
 
@@ -229,47 +239,127 @@ async def committed(future: concurrent.futures.Future[Any]) -> Any:
         raise WriterUnavailable(f"the commit did not finish within {COMMIT_TIMEOUT_S:.0f}s") from None
 
 
+@dataclass(frozen=True)
+class PreparedTraces:
+    """Span rows ready for the writer, and what was refused on the way."""
+
+    rows: list[dict[str, Any]]
+    resources: list[Resource]
+    rejected: int
+    errors: list[str]
+
+
+def prepare_spans(decoded: DecodedTraces, options: NormalizeOptions) -> PreparedTraces:
+    """Normalize decoded spans into storable rows."""
+    rows = []
+    resources: dict[str, Resource] = {}
+    errors = list(decoded.errors)
+    rejected = decoded.rejected_spans
+    for raw in decoded.spans:
+        problem = _time_problem(raw)
+        if problem is not None:
+            rejected += 1
+            if len(errors) < MAX_ERRORS:
+                errors.append(problem)
+            continue
+        rows.append(_clean_row(span_row(raw, options)))
+        if raw.resource.key not in resources:
+            resources[raw.resource.key] = _clean_resource(raw.resource)
+    return PreparedTraces(rows, list(resources.values()), rejected, errors)
+
+
+_worker_options: NormalizeOptions | None = None
+
+
+def _init_worker(options: NormalizeOptions, parent_pid: int) -> None:
+    global _worker_options
+    _worker_options = options
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A server killed outright (SIGKILL) runs no shutdown: its workers leave by themselves."""
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _prepare_in_worker(body: bytes, encoding: str) -> PreparedTraces:
+    assert _worker_options is not None, "decode worker started without its options"
+    return prepare_spans(decode_traces(body, encoding), _worker_options)
+
+
+def _ready() -> bool:
+    return True
+
+
+class DecodePool:
+    """Worker processes that decode and normalize OTLP trace bodies.
+
+    Python runs one thread at a time per process; decoding and normalizing
+    in other processes leaves the server's own core to HTTP and the writer.
+    """
+
+    def __init__(self, workers: int, options: NormalizeOptions) -> None:
+        self.workers = workers
+        context = multiprocessing.get_context("spawn")
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_init_worker, initargs=(options, os.getpid())
+        )
+        # Start the processes now, not on the first request.
+        for _ in range(workers):
+            self._pool.submit(_ready)
+
+    async def prepare(self, body: bytes, encoding: str) -> PreparedTraces:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, _prepare_in_worker, body, encoding)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 class Receiver:
     """Turns decoded OTLP into committed rows."""
 
-    def __init__(self, writer: Writer, options: NormalizeOptions, budget: Budget) -> None:
+    def __init__(self, writer: Writer, options: NormalizeOptions, budget: Budget,
+                 pool: DecodePool | None = None) -> None:
         self.writer = writer
         self.options = options
         self.budget = budget
+        self.pool = pool
         self.spans_accepted = 0
         self.spans_rejected = 0
 
-    def _traces_batch(self, project_id: int, decoded: DecodedTraces) -> tuple[WriteBatch, list[str]]:
-        rows = []
-        resources: dict[str, Resource] = {}
-        problems: list[str] = []
-        for raw in decoded.spans:
-            problem = _time_problem(raw)
-            if problem is not None:
-                problems.append(problem)
-                continue
-            rows.append(_clean_row(span_row(raw, self.options)))
-            if raw.resource.key not in resources:
-                resources[raw.resource.key] = _clean_resource(raw.resource)
-        return WriteBatch(project_id=project_id, spans=rows, resources=list(resources.values())), problems
+    async def traces_body(self, project_id: int, body: bytes, encoding: str) -> Outcome:
+        """Decode, normalize and commit one OTLP/HTTP trace body."""
+        if self.pool is not None and body:
+            try:
+                prepared = await self.pool.prepare(body, encoding)
+            except concurrent.futures.process.BrokenProcessPool:
+                logger.error("a decode worker died; decoding in the server process from now on")
+                self.pool = None
+                return await self.traces_body(project_id, body, encoding)
+        elif len(body) > OFFLOAD_BYTES:
+            prepared = await asyncio.to_thread(lambda: prepare_spans(decode_traces(body, encoding), self.options))
+        else:
+            prepared = prepare_spans(decode_traces(body, encoding), self.options)
+        return await self._commit(project_id, prepared)
 
     async def traces(self, project_id: int, decoded: DecodedTraces, *, nbytes: int) -> Outcome:
-        rejected = decoded.rejected_spans
-        errors = list(decoded.errors)
-        accepted = 0
-        if decoded.spans:
-            if nbytes > OFFLOAD_BYTES:
-                batch, problems = await asyncio.to_thread(self._traces_batch, project_id, decoded)
-            else:
-                batch, problems = self._traces_batch(project_id, decoded)
-            rejected += len(problems)
-            errors.extend(problems[: max(0, MAX_ERRORS - len(errors))])
-            accepted = len(batch.spans)
-            if batch.spans:
-                await committed(self.writer.submit(batch))
-        self.spans_accepted += accepted
-        self.spans_rejected += rejected
-        return Outcome(accepted, rejected, "; ".join(errors))
+        """Normalize and commit spans decoded already (OTLP/gRPC hands over parsed messages)."""
+        if nbytes > OFFLOAD_BYTES:
+            prepared = await asyncio.to_thread(prepare_spans, decoded, self.options)
+        else:
+            prepared = prepare_spans(decoded, self.options)
+        return await self._commit(project_id, prepared)
+
+    async def _commit(self, project_id: int, prepared: PreparedTraces) -> Outcome:
+        if prepared.rows:
+            batch = WriteBatch(project_id=project_id, spans=prepared.rows, resources=prepared.resources)
+            await committed(self.writer.submit(batch))
+        self.spans_accepted += len(prepared.rows)
+        self.spans_rejected += prepared.rejected
+        return Outcome(len(prepared.rows), prepared.rejected, "; ".join(prepared.errors))
 
     async def logs(self, project_id: int, decoded: DecodedLogs, *, nbytes: int) -> Outcome:
         rejected = decoded.rejected_log_records

@@ -94,6 +94,10 @@ class PriceTable:
         self._cache: dict[tuple[str | None, str], ModelPrice | None] = {}
         self._lock = threading.Lock()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Sent to decode worker processes: the prices travel, the cache and lock are made anew.
+        return (PriceTable, (self._prices,))
+
     @classmethod
     def builtin(cls) -> PriceTable:
         """The built-in list prices."""

@@ -31,7 +31,7 @@ from agentwatch._types import RawLogRecord, Resource
 from agentwatch.sessions.summary import SPAN_COLUMNS, Summary, summarize
 from agentwatch.store import models as m
 from agentwatch.store.models import utcnow
-from agentwatch.store.statements import Statements, dumps
+from agentwatch.store.statements import Statements
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,6 @@ class Writer:
         self._last_completion = 0.0
         self.commits = 0
         self._sql = Statements(self.dialect)
-        self._dumps = dumps
         self._session_upsert = self._build_session_upsert()
         self._load_clocks()
 
@@ -308,14 +307,13 @@ class Writer:
             recompute.add(unique[key]["session_id"])
 
         sql = self._sql.spans_upsert if replaced else self._sql.spans_insert
-        dumps = self._dumps
         conn.exec_driver_sql(sql, [
             (project_id, r["trace_id"], r["span_id"], r["parent_span_id"], r["session_id"], r["session_explicit"],
              r["name"], r["kind"], r["span_kind"], r["start_ns"], r["end_ns"], r["status_code"], r["status_message"],
              r["success"], r["error_type"], r["service"], r["agent_name"], r["agent_version"], r["intent"],
              r["user_id"], r["provider"], r["model"], r["tool_name"], r["tokens_in"], r["tokens_out"],
-             r["cost_usd"], r["scope_name"], r["scope_version"], r["resource_key"], dumps(r["attributes"]),
-             dumps(r["events"]) if r["events"] else None, dumps(r["links"]) if r["links"] else None)
+             r["cost_usd"], r["scope_name"], r["scope_version"], r["resource_key"], r["attributes"],
+             r["events"], r["links"])
             for r in unique.values()
         ])
 
