@@ -31,10 +31,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``dialect``: a test per engine; ``engine``: the same, for module-scoped servers."""
+    choice = metafunc.config.getoption("--db")
+    dialects = ["sqlite", "postgresql"] if choice == "all" else [choice]
     if "dialect" in metafunc.fixturenames:
-        choice = metafunc.config.getoption("--db")
-        dialects = ["sqlite", "postgresql"] if choice == "all" else [choice]
         metafunc.parametrize("dialect", dialects)
+    if "engine" in metafunc.fixturenames:
+        metafunc.parametrize("engine", dialects, scope="module")
 
 
 class PostgresDatabases:

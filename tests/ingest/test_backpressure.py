@@ -35,13 +35,6 @@ BUDGET = 64 * 1024
 PROTOBUF = {"content-type": "application/x-protobuf"}
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "engine" in metafunc.fixturenames:
-        choice = metafunc.config.getoption("--db")
-        engines = ["sqlite", "postgresql"] if choice == "all" else [choice]
-        metafunc.parametrize("engine", engines, scope="module")
-
-
 @dataclass
 class Tiny:
     server: ServerProcess

@@ -34,13 +34,6 @@ JSON = {"content-type": "application/json"}
 CAP = 64 * 1024 * 1024  # the default ingest.max_body_bytes
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "engine" in metafunc.fixturenames:
-        choice = metafunc.config.getoption("--db")
-        engines = ["sqlite", "postgresql"] if choice == "all" else [choice]
-        metafunc.parametrize("engine", engines, scope="module")
-
-
 @dataclass
 class Served:
     server: ServerProcess

@@ -31,13 +31,6 @@ import agentwatch
 from agentwatch.testing import ServerProcess
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "engine" in metafunc.fixturenames:
-        choice = metafunc.config.getoption("--db")
-        engines = ["sqlite", "postgresql"] if choice == "all" else [choice]
-        metafunc.parametrize("engine", engines, scope="module")
-
-
 @dataclass
 class Served:
     server: ServerProcess
