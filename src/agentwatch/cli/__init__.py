@@ -82,10 +82,12 @@ def migrate(config: str | None, database_url: str | None) -> None:
 @config_option
 @database_option
 @click.option("--insecure", is_flag=True, help="Listen beyond loopback without API keys.")
+@click.option("--demo", is_flag=True,
+              help="Feed the server with a simulated support agent: the last two hours at once, then live traffic.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(host: str, port: int, grpc_port: int, config: str | None, database_url: str | None, insecure: bool,
-          log_level: str) -> None:
+          demo: bool, log_level: str) -> None:
     """Run the server: ingest, sessions and the API in one process."""
     import uvicorn
 
@@ -107,8 +109,44 @@ def serve(host: str, port: int, grpc_port: int, config: str | None, database_url
     app = create_app(settings, pipeline, grpc_host=host, grpc_port=grpc_port or None)
     logger.info("agentwatch %s: OTLP/HTTP and API on http://%s:%d%s, store %s", __version__, host, port,
                 f", OTLP/gRPC on {host}:{grpc_port}" if grpc_port else "", _safe_url(settings.database_url))
+    if demo:
+        _start_demo(f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}", store)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, http="httptools",
                 loop="uvloop", timeout_graceful_shutdown=10)
+
+
+def _start_demo(url: str, store: Any, rate: float = 120.0) -> None:
+    """Send generated traffic to this server from a background thread."""
+    import threading
+    import time
+
+    import httpx
+
+    from agentwatch.traffic import Generator, send
+
+    api_key = None
+    if store.active_keys():
+        logger.warning("--demo sends without an API key; create none, or the demo traffic is refused")
+
+    def run() -> None:
+        for _ in range(200):
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        now = time.time_ns()
+        try:
+            history = Generator(seed=1, start_ns=now - 2 * 3600 * 10**9, sessions_per_hour=rate)
+            result = send(history.sessions(until_ns=now), url, api_key=api_key)
+            logger.info("demo: sent %d sessions of the last two hours; live traffic follows", result.sessions)
+            live = Generator(seed=2, start_ns=time.time_ns(), sessions_per_hour=rate)
+            send(live.sessions(), url, api_key=api_key, pace="live")
+        except Exception:  # noqa: BLE001 - the demo must never take the server down
+            logger.exception("demo traffic stopped")
+
+    threading.Thread(target=run, name="agentwatch-demo", daemon=True).start()
 
 
 def _safe_url(url: str) -> str:
@@ -162,6 +200,16 @@ def keys_revoke(key: str, config: str | None, database_url: str | None) -> None:
     except AgentwatchError as exc:
         raise click.ClickException(exc.message) from exc
     click.echo(f"revoked key {revoked.id} ({revoked.prefix}...) of project {revoked.project!r}")
+
+
+def _register_traffic() -> None:
+    from agentwatch.cli.traffic import import_command, replay
+
+    main.add_command(replay)
+    main.add_command(import_command)
+
+
+_register_traffic()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -234,7 +234,7 @@ class DailyCycle:
     def factor(self, t_ns: int) -> float:
         hour = (t_ns % _DAY_NS) / _HOUR_NS
         s = (1 + math.cos(2 * math.pi * (hour - self.peak_hour) / 24)) / 2
-        return self.night + (self.peak - self.night) * s**self.exponent
+        return self.night + (self.peak - self.night) * math.pow(s, self.exponent)
 
 
 def _cycle_exponent(night: float, peak: float) -> float:
@@ -266,8 +266,8 @@ class TraceBuilder:
     def new_span_id(self) -> bytes:
         return new_span_id(self.rng)
 
-    def add(self, span_id: bytes, parent: bytes | None, name: str, kind: int, start_ns: int, end_ns: int,
-            attributes: dict[str, Any], *, error: str | None = None) -> Span:
+    def add(self, span_id: bytes, parent: bytes | None, name: str, kind: Span.SpanKind.ValueType, start_ns: int,
+            end_ns: int, attributes: dict[str, Any], *, error: str | None = None) -> Span:
         span = Span(trace_id=self.trace_id, span_id=span_id, parent_span_id=parent or b"", name=name, kind=kind,
                     start_time_unix_nano=start_ns, end_time_unix_nano=end_ns)
         span.attributes.extend(kv(k, v) for k, v in attributes.items())
@@ -526,7 +526,7 @@ class _Customer:
 
 
 @dataclass(frozen=True)
-class ToolOutcome:
+class _ToolOutcome:
     """What the agent got back from a tool call, as the agent understood it."""
 
     result: dict[str, Any] | None
@@ -734,12 +734,13 @@ class _Turn:
         input_json = compact_json(inputs)
         output_json = compact_json(outputs)
         tokens_in = _TOOL_DEFINITION_TOKENS + len(input_json) // 4 + 4 * len(inputs)
-        text_chars = sum(len(p.get("content", "")) + len(json.dumps(p.get("arguments", ""))) for p in output_parts)
-        tokens_out = max(5, text_chars // 4 + rng.randint(1, 9))
+        tokens_out = rng.randint(1, 9) + sum(
+            len(p["content"]) // 4 if p["type"] == "text" else 12 + len(p["name"] + json.dumps(p["arguments"])) // 4
+            for p in output_parts)
         model = conv.conditions.model
         span_id = self.trace.new_span_id()
         start = conv.t
-        ms = 220 + tokens_out * rng.uniform(11, 22) + tokens_in * 0.04
+        ms = 380 + tokens_out * rng.uniform(14, 28) + tokens_in * 0.05
         end = start + conv.latency_ns(ms, 0.25)
         self.trace.add(span_id, self.root, f"chat {model}", Span.SPAN_KIND_CLIENT, start, end, {
             "gen_ai.operation.name": "chat",
@@ -762,7 +763,7 @@ class _Turn:
         return span_id
 
     def tool(self, name: str, arguments: dict[str, Any], result: dict[str, Any], *,
-             maskable: bool = False, retries: int = 1) -> ToolOutcome:
+             maskable: bool = False, retries: int = 1) -> _ToolOutcome:
         """The model asks for ``name``; the tool runs, fails transiently or returns ``result``."""
         conv = self.conv
         rng = conv.rng
@@ -790,7 +791,7 @@ class _Turn:
                            attributes)
             self._tool_response(call_id, text, end)
             self.evidence.append(text)
-            return ToolOutcome(result)
+            return _ToolOutcome(result)
 
         end = start + int(rng.uniform(*failure.duration_ms) * NS_PER_MS)
         silent = rng.random() < rates.silent_error_share
@@ -802,7 +803,7 @@ class _Turn:
             self._tool_response(call_id, text, end)
             masked = maskable and rng.random() < rates.masked_share
             self._record_error(name, call_id, span_id, failure, silent=True, recovered=False, masked=masked)
-            return ToolOutcome(None, masked=masked)
+            return _ToolOutcome(None, masked=masked)
 
         message = failure.message.format(service=_SERVICES[name])
         attributes["error.type"] = failure.error_type
@@ -814,7 +815,7 @@ class _Turn:
             self._record_error(name, call_id, span_id, failure, silent=False, recovered=outcome.ok, masked=False)
             return outcome
         self._record_error(name, call_id, span_id, failure, silent=False, recovered=False, masked=False)
-        return ToolOutcome(None)
+        return _ToolOutcome(None)
 
     def _tool_response(self, call_id: str, text: str, end_ns: int) -> None:
         self.messages.append(tool_response_message(call_id, text))
@@ -1035,9 +1036,10 @@ def _billing(conv: _Conversation) -> None:
     price = _PLANS[customer.plan]
     issued = conv.last_billing_date()
     due = issued + timedelta(days=14)
-    invoice = {"invoice_id": f"INV-{issued:%Y%m}-{rng.randint(1000, 9999)}", "customer_id": customer.customer_id,
-               "plan": customer.plan, "amount": _money(price), "currency": "USD", "issued_on": issued.isoformat(),
-               "due_on": due.isoformat(), "status": "paid" if due < conv.today else "open"}
+    invoice: dict[str, Any] = {
+        "invoice_id": f"INV-{issued:%Y%m}-{rng.randint(1000, 9999)}", "customer_id": customer.customer_id,
+        "plan": customer.plan, "amount": _money(price), "currency": "USD", "issued_on": issued.isoformat(),
+        "due_on": due.isoformat(), "status": "paid" if due < conv.today else "open"}
     turn = conv.turn(rng.choice((
         "Why was I charged {price} this month?", "Can you send me my latest invoice?",
         "I see a charge of {price} from Acme, what is it for?",

@@ -1,0 +1,59 @@
+"""Traffic for agentwatch: a synthetic support agent and recorded conversations, sent over OTLP.
+
+``Generator`` makes the sessions of a customer-support agent in event time,
+deterministic for a seed; ``import_sessions`` turns recorded conversations in
+the OpenAI messages format (tau-bench) into sessions; ``send`` posts either to
+a server and ``flush`` completes every open session::
+
+    from agentwatch.traffic import Generator, flush, send
+
+    gen = Generator(seed=1, start_ns=1_767_225_600 * 10**9, sessions_per_hour=120)
+    hour = 3600 * 10**9
+    send(gen.sessions(until_ns=gen.start_ns + hour), "http://127.0.0.1:4318")
+    flush("http://127.0.0.1:4318")
+
+The command-line faces are ``agentwatch replay`` and ``agentwatch import``
+(``docs/traffic.md``).
+"""
+
+from __future__ import annotations
+
+from agentwatch.traffic.generator import (
+    ERROR_KINDS,
+    INTENTS,
+    Conditions,
+    DailyCycle,
+    GeneratedSession,
+    Generator,
+    Incident,
+    PolicyViolation,
+    Rates,
+    SessionTruth,
+    ToolError,
+    UnsupportedClaim,
+)
+from agentwatch.traffic.importer import ImportedSession, ImportFormatError, import_sessions, load_outcomes
+from agentwatch.traffic.sender import SendError, SendResult, flush, send
+
+__all__ = [
+    "Conditions",
+    "DailyCycle",
+    "ERROR_KINDS",
+    "flush",
+    "GeneratedSession",
+    "Generator",
+    "import_sessions",
+    "ImportedSession",
+    "ImportFormatError",
+    "Incident",
+    "INTENTS",
+    "load_outcomes",
+    "PolicyViolation",
+    "Rates",
+    "send",
+    "SendError",
+    "SendResult",
+    "SessionTruth",
+    "ToolError",
+    "UnsupportedClaim",
+]
