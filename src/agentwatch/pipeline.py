@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from agentwatch.auth import Auth
+from agentwatch.errors import StoreError
+from agentwatch.evaluate.catalogue import load_catalogue
+from agentwatch.evaluate.engine import EvaluationWorker, Scorer
 from agentwatch.ingest.receiver import Budget, DecodePool, Receiver
 from agentwatch.normalize import NormalizeOptions
 from agentwatch.normalize.pricing import PriceTable
 from agentwatch.settings import Settings
+from agentwatch.store import evaluations
 from agentwatch.store.store import Store
 from agentwatch.store.writer import Writer
 
@@ -30,12 +35,16 @@ class Pipeline:
             intent_attributes=settings.intent_attributes,
             prices=PriceTable.builtin().with_overrides(settings.pricing),
         )
+        self.catalogue = load_catalogue(settings.sections, settings.config_path)
         self.writer = Writer(
             self.store.engine,
             idle_timeout_s=settings.idle_timeout,
             allowed_lateness_s=settings.allowed_lateness,
             max_batch_spans=settings.max_batch_spans,
+            on_complete=lambda conn, project_id, session_ids: evaluations.enqueue(conn, project_id, session_ids),
         )
+        self.scorer = Scorer(self.store, self.catalogue, self.options)
+        self.worker = EvaluationWorker(self.scorer)
         self.budget = Budget(settings.max_inflight_bytes)
         self.receiver = Receiver(self.writer, self.options, self.budget)
         self.auth = Auth(self.store, self.default_project_id)
@@ -43,7 +52,9 @@ class Pipeline:
         self._stopping = threading.Event()
 
     def start(self) -> None:
+        evaluations.register_evaluators(self.store.engine, self.catalogue.scored)
         self.writer.start()
+        self.worker.start()
         if self.settings.decode_processes and self.receiver.pool is None:
             self.receiver.pool = DecodePool(self.settings.decode_processes, self.options)
         self._ticker = threading.Thread(target=self._tick, name="agentwatch-clock", daemon=True)
@@ -56,9 +67,16 @@ class Pipeline:
             except Exception:  # noqa: BLE001 - the clock keeps ticking
                 logger.exception("advancing the event-time clock failed")
 
-    def flush(self, project_id: int | None = None) -> dict[str, int]:
-        """Complete every open session, after everything queued before is written."""
+    def flush(self, project_id: int | None = None, *, timeout_s: float = 600.0) -> dict[str, int]:
+        """Complete every open session (after everything queued before is written), then wait
+        until every queued evaluation is written."""
         result: dict[str, int] = self.writer.call(lambda: self.writer.flush(project_id)).result()
+        deadline = time.monotonic() + timeout_s
+        while (left := evaluations.pending(self.store.engine, project_id)) and self.worker.alive:
+            if time.monotonic() > deadline:
+                raise StoreError(f"{left} evaluations still queued after {timeout_s:.0f}s")
+            time.sleep(0.05)
+        result["evaluations_pending"] = evaluations.pending(self.store.engine, project_id)
         return result
 
     def stop(self) -> None:
@@ -69,6 +87,7 @@ class Pipeline:
             self.receiver.pool.close()
             self.receiver.pool = None
         self.writer.stop()
+        self.worker.stop()
 
     @property
     def ready(self) -> bool:

@@ -8,6 +8,7 @@ port is given, starts and stops with it. Errors under ``/api`` are
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from datetime import datetime, timezone
@@ -22,12 +23,13 @@ from starlette.routing import Route
 
 from agentwatch import __version__
 from agentwatch.api.openapi import openapi_spec
-from agentwatch.api.views import session_json, span_json, span_tree
+from agentwatch.api.views import rfc3339, score_json, session_json, span_json, span_tree
 from agentwatch.errors import AgentwatchError, BadRequest, NotFound
 from agentwatch.ingest.grpc import make_grpc_server
 from agentwatch.ingest.http import make_otlp_endpoint
 from agentwatch.pipeline import Pipeline
 from agentwatch.settings import Settings
+from agentwatch.store import evaluations
 from agentwatch.store.store import SessionFilter
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,14 @@ def _limit(value: str | None) -> int:
     return limit
 
 
+def _score_cursor(value: str) -> tuple[int, int]:
+    time_ns, _, score_id = value.partition(".")
+    try:
+        return int(time_ns), int(score_id)
+    except ValueError:
+        raise BadRequest("cursor is not one this server issued") from None
+
+
 _SESSION_FILTERS = {"service", "agent_version", "intent", "user_id", "since", "until", "flagged", "complete",
                     "limit", "cursor"}
 
@@ -107,11 +117,65 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
         session_id = request.path_params["session_id"]
         row = store.get_session(project_id, session_id)
         spans = store.spans_of_session(project_id, session_id)
+        scores = evaluations.session_scores(store.engine, project_id, session_id)
         return JSONResponse({
             "session": session_json(row, store.project_name(project_id)),
             "spans": span_tree(spans, pipeline.options),
-            "scores": [],
+            "scores": [score_json(r) for r in scores],
         })
+
+    def evaluators_list(request: Request) -> JSONResponse:
+        auth.project_for(request.headers)
+        catalogue = pipeline.catalogue
+        current = {(s.name, s.version): s for s in catalogue.specs}
+        items = []
+        for row in evaluations.list_evaluators(store.engine):
+            spec = current.get((row["name"], row["version"]))
+            described = spec.describe(catalogue.default_rate) if spec else {
+                "name": row["name"], "kind": row["kind"], "version": row["version"]}
+            described.update(current=spec is not None, created_at=rfc3339(row["created_at"]),
+                             first_used_at=rfc3339(row["first_used_at"]) if row["first_used_at"] else None)
+            items.append(described)
+        for spec in catalogue.specs:
+            if spec.kind == "external" and not any(i["name"] == spec.name for i in items):
+                items.append({**spec.describe(catalogue.default_rate), "current": True, "created_at": None,
+                              "first_used_at": None})
+        return JSONResponse({"items": items, "next_cursor": None})
+
+    def scores_list(request: Request) -> JSONResponse:
+        project_id = auth.project_for(request.headers)
+        q = request.query_params
+        unknown = set(q) - {"session_id", "evaluator", "evaluator_version", "since", "until", "limit", "cursor"}
+        if unknown:
+            raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        limit = _limit(q.get("limit"))
+        after = _score_cursor(q.get("cursor")) if q.get("cursor") else None
+        rows = evaluations.list_scores(
+            store.engine, project_id, session_id=q.get("session_id"), evaluator=q.get("evaluator"),
+            evaluator_version=q.get("evaluator_version"), since_ns=parse_time("since", q.get("since")),
+            until_ns=parse_time("until", q.get("until")), limit=limit + 1, after=after)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = f"{rows[-1]['event_time_ns']}.{rows[-1]['id']}" if more and rows else None
+        return JSONResponse({"items": [score_json(r) for r in rows], "next_cursor": cursor})
+
+    async def evaluate_now(request: Request) -> JSONResponse:
+        project_id = await asyncio.to_thread(auth.project_for, request.headers)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise BadRequest("the body must be JSON: {\"session_id\": \"...\", \"evaluators\": [names]?}") from None
+        if not isinstance(body, dict) or not isinstance(body.get("session_id"), str):
+            raise BadRequest("session_id: required, a string")
+        only = body.get("evaluators")
+        if only is not None and (not isinstance(only, list) or not all(isinstance(n, str) for n in only)):
+            raise BadRequest("evaluators: expected a list of evaluator names")
+        unknown = [n for n in only or [] if pipeline.catalogue.by_name(n) is None]
+        if unknown:
+            raise BadRequest(f"unknown evaluator(s): {', '.join(unknown)}")
+        rows = await pipeline.scorer.evaluate_session(project_id, body["session_id"], only=only, reason="inline")
+        return JSONResponse({"session_id": body["session_id"],
+                             "scores": [score_json({**r, "created_at": None}) for r in rows]})
 
     def trace(request: Request) -> JSONResponse:
         project_id = auth.project_for(request.headers)
@@ -150,6 +214,9 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
         Route("/api/v1/sessions/{session_id:path}", session, methods=["GET"]),
         Route("/api/v1/traces/{trace_id}", trace, methods=["GET"]),
         Route("/api/v1/admin/flush", flush, methods=["POST"]),
+        Route("/api/v1/evaluators", evaluators_list, methods=["GET"]),
+        Route("/api/v1/scores", scores_list, methods=["GET"]),
+        Route("/api/v1/evaluate", evaluate_now, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),

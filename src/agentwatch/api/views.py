@@ -91,3 +91,32 @@ def _number_turn(node: dict[str, Any], index: int, turn_id: str) -> None:
         current["turn_index"] = index
         current["turn_id"] = turn_id
         stack.extend(current["children"])
+
+
+def score_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A score as the HTTP contract names its fields."""
+    return {
+        "session_id": row["session_id"],
+        "span_id": row["span_id"] or None,
+        "evaluator": row["evaluator"],
+        "evaluator_version": row["evaluator_version"],
+        "status": row["status"],
+        "score": row["score"],
+        "passed": row["passed"],
+        "threshold": row["threshold"],
+        "direction": row["direction"],
+        "reason": row["reason"],
+        "error": row["error"],
+        "raw": row.get("raw"),
+        "judge_model": row["judge_model"],
+        "prompt_hash": row["prompt_hash"],
+        "dataset_version": row["dataset_version"],
+        "inclusion_probability": row["inclusion_probability"],
+        "latency_ms": row["latency_ms"],
+        "cost_usd": row["cost_usd"],
+        "tokens_in": row.get("tokens_in"),
+        "tokens_out": row.get("tokens_out"),
+        "shadow": bool(row.get("shadow")),
+        "event_time": rfc3339(row["event_time_ns"]),
+        "created_at": rfc3339(row["created_at"]) if row.get("created_at") else None,
+    }

@@ -105,7 +105,10 @@ def serve(host: str, port: int, grpc_port: int, config: str | None, database_url
             f"refusing to listen on {host} without API keys: create one with 'agentwatch keys create' "
             "or pass --insecure"
         )
-    pipeline = Pipeline(settings, store)
+    try:
+        pipeline = Pipeline(settings, store)
+    except AgentwatchError as exc:
+        raise click.ClickException(exc.message) from exc
     app = create_app(settings, pipeline, grpc_host=host, grpc_port=grpc_port or None)
     logger.info("agentwatch %s: OTLP/HTTP and API on http://%s:%d%s, store %s", __version__, host, port,
                 f", OTLP/gRPC on {host}:{grpc_port}" if grpc_port else "", _safe_url(settings.database_url))

@@ -172,6 +172,10 @@ sessions = Table(
     Column("sampled", Boolean, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+    #: When the evaluation job of the completed session finished.
+    Column("evaluated_at", UtcDateTime()),
+    #: When retention dropped the span payloads (attributes, events, log records).
+    Column("payload_dropped_at", UtcDateTime()),
 )
 Index("ix_sessions_start", sessions.c.project_id, sessions.c.start_ns)
 Index("ix_sessions_open", sessions.c.project_id, sessions.c.complete, sessions.c.end_ns)
@@ -207,3 +211,78 @@ watermarks = Table(
     Column("watermark_ns", BigInteger, nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
 )
+
+#: Every version of every evaluator ever configured.
+evaluators = Table(
+    "evaluators",
+    metadata,
+    Column("project_id", IdType, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("version", String(32), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    #: The definition that produced the version (kind, params, prompt, model, source hash...).
+    Column("spec", JSONType, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    #: When a score of this version was first written.
+    Column("first_used_at", UtcDateTime()),
+)
+
+scores = Table(
+    "scores",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("project_id", IdType, nullable=False),
+    Column("session_id", Text, nullable=False),
+    #: Empty for a score of the whole session.
+    Column("span_id", String(16), nullable=False),
+    Column("evaluator", Text, nullable=False),
+    Column("evaluator_version", String(32), nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("score", Float),
+    Column("passed", Boolean),
+    Column("threshold", Float),
+    Column("direction", String(20), nullable=False),
+    Column("reason", Text),
+    Column("error", Text),
+    #: What the evaluator said when it could not be used (a judge's raw text).
+    Column("raw", Text),
+    Column("judge_model", Text),
+    Column("prompt_hash", String(64)),
+    Column("dataset_version", Text),
+    Column("inclusion_probability", Float, nullable=False),
+    Column("latency_ms", Float),
+    Column("cost_usd", Float),
+    Column("tokens_in", BigInteger),
+    Column("tokens_out", BigInteger),
+    #: The scored session's end time (event time), kept by backfills and shadow scores.
+    Column("event_time_ns", BigInteger, nullable=False),
+    #: Written by shadow scoring of a new version over the baseline window.
+    Column("shadow", Boolean, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+Index("ux_scores", scores.c.project_id, scores.c.session_id, scores.c.span_id, scores.c.evaluator,
+      scores.c.evaluator_version, unique=True)
+Index("ix_scores_time", scores.c.project_id, scores.c.event_time_ns)
+Index("ix_scores_evaluator", scores.c.project_id, scores.c.evaluator, scores.c.evaluator_version,
+      scores.c.event_time_ns)
+
+#: Durable evaluation queue: one job per completed session (and per backfill request).
+eval_jobs = Table(
+    "eval_jobs",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("project_id", IdType, nullable=False),
+    Column("session_id", Text, nullable=False),
+    #: complete | backfill | shadow
+    Column("reason", String(16), nullable=False),
+    #: Restrict the job to these evaluator names (null: every current evaluator).
+    Column("evaluators", JSONType),
+    #: queued | running
+    Column("state", String(8), nullable=False),
+    #: A running job whose lease passed is taken again (its worker died).
+    Column("lease_until", UtcDateTime()),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+Index("ix_eval_jobs_state", eval_jobs.c.state, eval_jobs.c.id)
+Index("ux_eval_jobs_session", eval_jobs.c.project_id, eval_jobs.c.session_id, eval_jobs.c.reason, unique=True)

@@ -1,0 +1,263 @@
+"""Scoring sessions: which evaluators apply, running them, writing scores with lineage.
+
+:class:`Scorer` evaluates one session with every applicable evaluator (its
+filter matches and the session is in its head sample) and turns the results
+into score rows: score, pass/fail against the threshold, reason, evaluator
+name and version, judge model, prompt hash, calibration dataset version,
+inclusion probability, latency and cost, the session's end as event time.
+Evaluations sent over OTLP (``gen_ai.evaluation.result``) become scores of
+``external:<name>``. :class:`EvaluationWorker` drains the durable queue in a
+background thread with a bounded number of sessions in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from typing import Any
+
+from agentwatch.evaluate.base import EvalResult, Evaluator
+from agentwatch.evaluate.build import build
+from agentwatch.evaluate.catalogue import EXTERNAL_VERSION, Catalogue, EvaluatorSpec
+from agentwatch.evaluate.session import SessionView
+from agentwatch.normalize import NormalizeOptions
+from agentwatch.sample import included
+from agentwatch.store import evaluations as ev
+from agentwatch.store.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+class Scorer:
+    """Evaluates sessions with the catalogue's current versions."""
+
+    def __init__(self, store: Store, catalogue: Catalogue, options: NormalizeOptions) -> None:
+        self.store = store
+        self.catalogue = catalogue
+        self.options = options
+        self._evaluators: dict[str, Evaluator] = {}
+        self._lock = threading.Lock()
+        self.errors = 0
+
+    def evaluator(self, spec: EvaluatorSpec) -> Evaluator:
+        with self._lock:
+            built = self._evaluators.get(spec.name)
+            if built is None:
+                built = self._evaluators[spec.name] = build(spec)
+            return built
+
+    def load(self, project_id: int, session_id: str) -> SessionView:
+        summary = self.store.get_session(project_id, session_id)
+        spans = self.store.spans_of_session(project_id, session_id)
+        return SessionView.from_rows(summary, spans, self.options, self.store.project_name(project_id))
+
+    def applicable(self, view: SessionView, only: list[str] | None = None) -> list[EvaluatorSpec]:
+        tools = {call.name for call in view.tool_calls}
+        out = []
+        for spec in self.catalogue.scored:
+            if only is not None and spec.name not in only:
+                continue
+            if not spec.filter.matches(view.summary, tools):
+                continue
+            if not included(view.session_id, spec.effective_rate(self.catalogue.default_rate)):
+                continue
+            out.append(spec)
+        return out
+
+    async def score(self, view: SessionView, *, only: list[str] | None = None,
+                    shadow: bool = False) -> list[dict[str, Any]]:
+        """Score rows for the session: applicable evaluators, then external evaluations."""
+        specs = self.applicable(view, only)
+        results = await asyncio.gather(*(self._run(spec, view) for spec in specs))
+        rows = [self._row(view, spec, result, latency_ms, shadow) for spec, (result, latency_ms) in
+                zip(specs, results, strict=True)]
+        if only is None:
+            rows.extend(self._external_rows(view))
+        return rows
+
+    async def _run(self, spec: EvaluatorSpec, view: SessionView) -> tuple[EvalResult, float]:
+        started = time.perf_counter()
+        try:
+            result = await self.evaluator(spec).evaluate(view)
+        except Exception as exc:  # noqa: BLE001 - a failing evaluator is an evaluation error
+            logger.exception("evaluator %s failed on session %s", spec.name, view.session_id)
+            result = EvalResult.failure(f"{type(exc).__name__}: {exc}")
+        if result.is_error:
+            self.errors += 1
+        return result, (time.perf_counter() - started) * 1000.0
+
+    def _row(self, view: SessionView, spec: EvaluatorSpec, result: EvalResult, latency_ms: float,
+             shadow: bool) -> dict[str, Any]:
+        ok = not result.is_error
+        return {
+            "project_id": _project_id(view),
+            "session_id": view.session_id,
+            "span_id": result.span_id or "",
+            "evaluator": spec.name,
+            "evaluator_version": spec.version,
+            "status": "ok" if ok else "error",
+            "score": result.score if ok else None,
+            "passed": spec.passed(result.score) if ok else None,
+            "threshold": spec.threshold,
+            "direction": spec.direction,
+            "reason": result.reason or None,
+            "error": result.error,
+            "raw": result.raw,
+            "judge_model": result.judge_model,
+            "prompt_hash": result.prompt_hash,
+            "dataset_version": spec.dataset_version,
+            "inclusion_probability": spec.effective_rate(self.catalogue.default_rate),
+            "latency_ms": round(latency_ms, 3),
+            "cost_usd": result.cost_usd,
+            "tokens_in": result.tokens_in,
+            "tokens_out": result.tokens_out,
+            "event_time_ns": view.end_ns,
+            "shadow": shadow,
+        }
+
+    def _external_rows(self, view: SessionView) -> list[dict[str, Any]]:
+        rows = []
+        for span in view.spans:
+            for evaluation in span.evaluations:
+                name = evaluation.get("name")
+                if not name:
+                    continue
+                spec = self.catalogue.external_spec(str(name))
+                value = evaluation.get("score")
+                valid = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                         and math.isfinite(value) and 0.0 <= value <= 1.0)
+                label = evaluation.get("label")
+                rows.append({
+                    "project_id": _project_id(view),
+                    "session_id": view.session_id,
+                    "span_id": span.span_id,
+                    "evaluator": spec.name,
+                    "evaluator_version": EXTERNAL_VERSION,
+                    "status": "ok" if valid else "error",
+                    "score": float(value) if valid else None,
+                    "passed": spec.passed(float(value)) if valid else None,
+                    "threshold": spec.threshold,
+                    "direction": spec.direction,
+                    "reason": evaluation.get("explanation") or (f"label {label}" if label else None),
+                    "error": None if valid else f"score {value!r} is not a number in [0, 1]",
+                    "raw": None if valid else repr(value),
+                    "judge_model": None,
+                    "prompt_hash": None,
+                    "dataset_version": None,
+                    "inclusion_probability": 1.0,
+                    "latency_ms": None,
+                    "cost_usd": None,
+                    "tokens_in": None,
+                    "tokens_out": None,
+                    "event_time_ns": view.end_ns,
+                    "shadow": False,
+                })
+        return rows
+
+    async def evaluate_session(self, project_id: int, session_id: str, *, only: list[str] | None = None,
+                               reason: str = "complete") -> list[dict[str, Any]]:
+        """Load, score and store one session; answers the score rows."""
+        view = await asyncio.to_thread(self.load, project_id, session_id)
+        view.summary["project_id"] = project_id
+        rows = await self.score(view, only=only, shadow=reason == "shadow")
+        await asyncio.to_thread(self.store_rows, project_id, view, rows, reason)
+        return rows
+
+    def store_rows(self, project_id: int, view: SessionView, rows: list[dict[str, Any]], reason: str,
+                   job_id: int | None = None) -> None:
+        flagged = any(r["passed"] is False or r["status"] == "error" for r in rows)
+        with self.store.engine.begin() as conn:
+            ev.ensure_external(conn, {r["evaluator"] for r in rows if r["evaluator_version"] == EXTERNAL_VERSION})
+            ev.write_scores(conn, rows)
+            if reason == "complete":
+                ev.mark_evaluated(conn, project_id, view.session_id, flagged=flagged,
+                                  sampled=included(view.session_id, self.catalogue.default_rate))
+            elif flagged:
+                ev.mark_evaluated(conn, project_id, view.session_id, flagged=True,
+                                  sampled=included(view.session_id, self.catalogue.default_rate))
+            if job_id is not None:
+                ev.finish(conn, job_id)
+
+
+def _project_id(view: SessionView) -> int:
+    return int(view.summary["project_id"])
+
+
+class EvaluationWorker:
+    """Drains the evaluation queue in a background thread with its own event loop."""
+
+    def __init__(self, scorer: Scorer, *, concurrency: int = 200, poll_s: float = 0.2,
+                 lease_s: float = 300.0) -> None:
+        self.scorer = scorer
+        self.concurrency = concurrency
+        self.poll_s = poll_s
+        self.lease_s = lease_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.done = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="agentwatch-evaluate",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    async def _main(self) -> None:
+        in_flight: set[asyncio.Task[None]] = set()
+        engine = self.scorer.store.engine
+        while not self._stop.is_set():
+            room = self.concurrency - len(in_flight)
+            jobs = []
+            if room > 0:
+                try:
+                    jobs = await asyncio.to_thread(ev.claim, engine, room, self.lease_s)
+                except Exception:  # noqa: BLE001 - the worker outlives a store hiccup
+                    logger.exception("claiming evaluation jobs failed")
+            for job in jobs:
+                task = asyncio.create_task(self._run(job))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            if not jobs:
+                await asyncio.sleep(self.poll_s)
+            elif len(in_flight) >= self.concurrency:
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=30)
+
+    async def _run(self, job: ev.Job) -> None:
+        scorer = self.scorer
+        try:
+            view = await asyncio.to_thread(scorer.load, job.project_id, job.session_id)
+        except Exception:  # noqa: BLE001
+            logger.exception("loading session %s for evaluation failed", job.session_id)
+            view = None
+        try:
+            if view is None:
+                await asyncio.to_thread(self._drop, job)
+                return
+            view.summary["project_id"] = job.project_id
+            rows = await scorer.score(view, only=job.evaluators, shadow=job.reason == "shadow")
+            await asyncio.to_thread(scorer.store_rows, job.project_id, view, rows, job.reason, job.id)
+            self.done += 1
+        except Exception:  # noqa: BLE001 - the job stays leased and is retried after its lease
+            self.failed += 1
+            logger.exception("evaluating session %s failed; it will be retried", job.session_id)
+
+    def _drop(self, job: ev.Job) -> None:
+        """A job whose session is gone (erased) has nothing left to do."""
+        with self.scorer.store.engine.begin() as conn:
+            ev.finish(conn, job.id)

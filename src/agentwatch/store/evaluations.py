@@ -1,0 +1,185 @@
+"""Evaluators, scores and the durable evaluation queue, on either engine.
+
+The queue is a table. A completed session gets one job, written in the
+transaction that completes it. Workers claim jobs with a lease: on
+PostgreSQL with ``FOR UPDATE SKIP LOCKED``, so several worker processes
+share the queue without taking the same job; a job whose worker died is
+taken again when its lease has passed. Scores are written with a unique key
+(session, span, evaluator, version), so a job run twice never doubles a
+score: evaluation is at-least-once, scores exactly-once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Iterable
+
+from sqlalchemy import Connection, Engine, and_, delete, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from agentwatch.store import models as m
+from agentwatch.store.models import utcnow
+
+#: Evaluators are configured for the whole deployment; their rows use this project id.
+GLOBAL_PROJECT = 0
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    project_id: int
+    session_id: str
+    reason: str
+    evaluators: list[str] | None
+    attempts: int
+
+
+def _insert(dialect: str, table: Any) -> Any:
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def enqueue(conn: Connection, project_id: int, session_ids: Iterable[str], *, reason: str = "complete",
+            evaluators: list[str] | None = None) -> None:
+    """Queue evaluation jobs in the caller's transaction (a session is queued once per reason)."""
+    now = utcnow()
+    rows = [{"project_id": project_id, "session_id": sid, "reason": reason, "evaluators": evaluators,
+             "state": "queued", "lease_until": None, "attempts": 0, "created_at": now} for sid in session_ids]
+    if rows:
+        stmt = _insert(conn.dialect.name, m.eval_jobs).on_conflict_do_nothing(
+            index_elements=["project_id", "session_id", "reason"])
+        conn.execute(stmt, rows)
+
+
+def claim(engine: Engine, limit: int, lease_s: float = 300.0) -> list[Job]:
+    """Take up to ``limit`` jobs that are queued or whose lease passed."""
+    j = m.eval_jobs.c
+    now = utcnow()
+    due = or_(j.state == "queued", and_(j.state == "running", j.lease_until < now))
+    pick = select(j.id).where(due).order_by(j.id).limit(limit)
+    if engine.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    stmt = (
+        update(m.eval_jobs)
+        .where(j.id.in_(pick.scalar_subquery()))
+        .values(state="running", lease_until=now + timedelta(seconds=lease_s), attempts=j.attempts + 1)
+        .returning(j.id, j.project_id, j.session_id, j.reason, j.evaluators, j.attempts)
+    )
+    with engine.begin() as conn:
+        rows = conn.execute(stmt).all()
+    return [Job(int(r[0]), int(r[1]), r[2], r[3], r[4], int(r[5])) for r in sorted(rows, key=lambda r: r[0])]
+
+
+def pending(engine: Engine, project_id: int | None = None) -> int:
+    j = m.eval_jobs.c
+    query = select(func.count()).select_from(m.eval_jobs)
+    if project_id is not None:
+        query = query.where(j.project_id == project_id)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def finish(conn: Connection, job_id: int) -> None:
+    conn.execute(delete(m.eval_jobs).where(m.eval_jobs.c.id == job_id))
+
+
+def write_scores(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """Insert scores; one already written (same session, span, evaluator, version) is kept."""
+    if not rows:
+        return 0
+    now = utcnow()
+    for row in rows:
+        row.setdefault("created_at", now)
+    stmt = _insert(conn.dialect.name, m.scores).on_conflict_do_nothing(
+        index_elements=["project_id", "session_id", "span_id", "evaluator", "evaluator_version"])
+    result = conn.execute(stmt, rows)
+    used = {(r["evaluator"], r["evaluator_version"]) for r in rows}
+    e = m.evaluators.c
+    for name, version in used:
+        conn.execute(update(m.evaluators)
+                     .where(e.project_id == GLOBAL_PROJECT, e.name == name, e.version == version,
+                            e.first_used_at.is_(None))
+                     .values(first_used_at=now))
+    return int(result.rowcount or 0)
+
+
+def mark_evaluated(conn: Connection, project_id: int, session_id: str, *, flagged: bool, sampled: bool) -> None:
+    s = m.sessions.c
+    conn.execute(
+        update(m.sessions)
+        .where(s.project_id == project_id, s.session_id == session_id)
+        .values(flagged=or_(s.flagged, literal(flagged)), sampled=sampled, evaluated_at=utcnow())
+    )
+
+
+def register_evaluators(engine: Engine, specs: Iterable[Any]) -> list[tuple[str, str]]:
+    """Record every configured version; answers the (name, version) pairs that are new."""
+    e = m.evaluators.c
+    new = []
+    now = utcnow()
+    with engine.begin() as conn:
+        known = {(r[0], r[1]) for r in conn.execute(
+            select(e.name, e.version).where(e.project_id == GLOBAL_PROJECT))}
+        for spec in specs:
+            key = (spec.name, spec.version)
+            if key in known:
+                continue
+            conn.execute(m.evaluators.insert().values(
+                project_id=GLOBAL_PROJECT, name=spec.name, version=spec.version, kind=spec.kind,
+                spec={**spec.content, "threshold": spec.threshold, "direction": spec.direction},
+                created_at=now, first_used_at=None))
+            known.add(key)
+            new.append(key)
+    return new
+
+
+def ensure_external(conn: Connection, names: Iterable[str]) -> None:
+    """External evaluators appear in the catalogue once a score of theirs arrives."""
+    e = m.evaluators.c
+    for name in names:
+        exists = conn.execute(select(e.name).where(e.project_id == GLOBAL_PROJECT, e.name == name,
+                                                   e.version == "external")).first()
+        if exists is None:
+            conn.execute(_insert(conn.dialect.name, m.evaluators).values(
+                project_id=GLOBAL_PROJECT, name=name, version="external", kind="external",
+                spec={"kind": "external"}, created_at=utcnow(), first_used_at=None,
+            ).on_conflict_do_nothing(index_elements=["project_id", "name", "version"]))
+
+
+def list_evaluators(engine: Engine) -> list[dict[str, Any]]:
+    e = m.evaluators.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(m.evaluators).where(e.project_id == GLOBAL_PROJECT)
+                            .order_by(e.name, e.created_at)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def session_scores(engine: Engine, project_id: int, session_id: str) -> list[dict[str, Any]]:
+    s = m.scores.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(m.scores).where(s.project_id == project_id, s.session_id == session_id)
+                            .order_by(s.evaluator, s.created_at, s.id)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def list_scores(engine: Engine, project_id: int, *, session_id: str | None = None, evaluator: str | None = None,
+                evaluator_version: str | None = None, since_ns: int | None = None, until_ns: int | None = None,
+                limit: int = 100, after: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """Scores newest first by event time; ``after`` is the (event_time_ns, id) of the last one seen."""
+    s = m.scores.c
+    where = [s.project_id == project_id]
+    if session_id is not None:
+        where.append(s.session_id == session_id)
+    if evaluator is not None:
+        where.append(s.evaluator == evaluator)
+    if evaluator_version is not None:
+        where.append(s.evaluator_version == evaluator_version)
+    if since_ns is not None:
+        where.append(s.event_time_ns >= since_ns)
+    if until_ns is not None:
+        where.append(s.event_time_ns < until_ns)
+    if after is not None:
+        where.append(or_(s.event_time_ns < after[0], and_(s.event_time_ns == after[0], s.id < after[1])))
+    query = select(m.scores).where(*where).order_by(s.event_time_ns.desc(), s.id.desc()).limit(limit)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
