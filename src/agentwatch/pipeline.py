@@ -14,7 +14,8 @@ from agentwatch.ingest.receiver import Budget, DecodePool, Receiver
 from agentwatch.normalize import NormalizeOptions
 from agentwatch.normalize.pricing import PriceTable
 from agentwatch.settings import Settings
-from agentwatch.store import evaluations
+from agentwatch.store import evaluations, retention
+from agentwatch.store.retention import RetentionPolicy
 from agentwatch.store.store import Store
 from agentwatch.store.writer import Writer
 
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two live-mode ticks of the event-time clock.
 TICK_SECONDS = 1.0
+#: Retention runs every this many ticks (and at every flush).
+RETENTION_EVERY_TICKS = 10
 
 
 class Pipeline:
@@ -43,6 +46,8 @@ class Pipeline:
             max_batch_spans=settings.max_batch_spans,
             on_complete=lambda conn, project_id, session_ids: evaluations.enqueue(conn, project_id, session_ids),
         )
+        self.retention = RetentionPolicy.from_section(settings.sections.get("retention"),
+                                                      settings.config_path or "agentwatch.yaml")
         self.scorer = Scorer(self.store, self.catalogue, self.options)
         self.worker = EvaluationWorker(self.scorer)
         self.budget = Budget(settings.max_inflight_bytes)
@@ -61,11 +66,30 @@ class Pipeline:
         self._ticker.start()
 
     def _tick(self) -> None:
+        ticks = 0
         while not self._stopping.wait(TICK_SECONDS):
+            ticks += 1
             try:
                 self.writer.call(self.writer.tick).result(timeout=60)
+                if ticks % RETENTION_EVERY_TICKS == 0:
+                    self.apply_retention()
             except Exception:  # noqa: BLE001 - the clock keeps ticking
                 logger.exception("advancing the event-time clock failed")
+
+    def apply_retention(self, project_id: int | None = None) -> int:
+        """Drop the span payloads that retention says are due, on each project's watermark."""
+        dropped = 0
+        idle_ns = int(self.settings.idle_timeout * 1e9)
+        for pid, clock in list(self.writer.clocks.items()):
+            if project_id is not None and pid != project_id:
+                continue
+            while True:
+                with self.store.engine.begin() as conn:
+                    n = retention.apply(conn, pid, clock.watermark_ns, idle_ns, self.retention)
+                dropped += n
+                if n < retention.BATCH:
+                    break
+        return dropped
 
     def flush(self, project_id: int | None = None, *, timeout_s: float = 600.0) -> dict[str, int]:
         """Complete every open session (after everything queued before is written), then wait
@@ -77,6 +101,7 @@ class Pipeline:
                 raise StoreError(f"{left} evaluations still queued after {timeout_s:.0f}s")
             time.sleep(0.05)
         result["evaluations_pending"] = evaluations.pending(self.store.engine, project_id)
+        result["payloads_dropped"] = self.apply_retention(project_id)
         return result
 
     def stop(self) -> None:

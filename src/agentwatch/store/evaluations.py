@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, Engine, and_, delete, func, literal, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, literal, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from agentwatch.store import models as m
@@ -41,14 +41,17 @@ def _insert(dialect: str, table: Any) -> Any:
 
 def enqueue(conn: Connection, project_id: int, session_ids: Iterable[str], *, reason: str = "complete",
             evaluators: list[str] | None = None) -> None:
-    """Queue evaluation jobs in the caller's transaction (a session is queued once per reason)."""
+    """Queue evaluation jobs in the caller's transaction (a completed session is queued once)."""
     now = utcnow()
     rows = [{"project_id": project_id, "session_id": sid, "reason": reason, "evaluators": evaluators,
              "state": "queued", "lease_until": None, "attempts": 0, "created_at": now} for sid in session_ids]
-    if rows:
-        stmt = _insert(conn.dialect.name, m.eval_jobs).on_conflict_do_nothing(
-            index_elements=["project_id", "session_id", "reason"])
-        conn.execute(stmt, rows)
+    if not rows:
+        return
+    stmt = _insert(conn.dialect.name, m.eval_jobs)
+    if reason == "complete":
+        stmt = stmt.on_conflict_do_nothing(index_elements=["project_id", "session_id"],
+                                           index_where=m.eval_jobs.c.reason == literal_column("'complete'"))
+    conn.execute(stmt, rows)
 
 
 def claim(engine: Engine, limit: int, lease_s: float = 300.0) -> list[Job]:

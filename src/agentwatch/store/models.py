@@ -285,4 +285,6 @@ eval_jobs = Table(
     Column("created_at", UtcDateTime(), nullable=False),
 )
 Index("ix_eval_jobs_state", eval_jobs.c.state, eval_jobs.c.id)
-Index("ux_eval_jobs_session", eval_jobs.c.project_id, eval_jobs.c.session_id, eval_jobs.c.reason, unique=True)
+#: A completed session is queued once; backfill and shadow jobs may repeat.
+Index("ux_eval_jobs_session", eval_jobs.c.project_id, eval_jobs.c.session_id, unique=True,
+      sqlite_where=eval_jobs.c.reason == "complete", postgresql_where=eval_jobs.c.reason == "complete")

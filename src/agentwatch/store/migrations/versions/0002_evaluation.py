@@ -81,7 +81,8 @@ def upgrade() -> None:
         sa.Column("created_at", Ts, nullable=False),
     )
     op.create_index("ix_eval_jobs_state", "eval_jobs", ["state", "id"])
-    op.create_index("ux_eval_jobs_session", "eval_jobs", ["project_id", "session_id", "reason"], unique=True)
+    op.create_index("ux_eval_jobs_session", "eval_jobs", ["project_id", "session_id"], unique=True,
+                    sqlite_where=sa.text("reason = 'complete'"), postgresql_where=sa.text("reason = 'complete'"))
 
 
 def downgrade() -> None:

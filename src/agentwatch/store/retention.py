@@ -1,0 +1,84 @@
+"""Tail retention on event time: keep what matters at full fidelity, the rest briefly.
+
+``retention: {payload_ttl: 1h, sampled: 14d, flagged: 30d}``: once a
+session is complete and evaluated, the span payloads (attributes, span
+events, links and the log records attached to its spans) of a session that
+is neither sampled nor flagged are dropped ``payload_ttl`` after it
+completed; a sampled session keeps them for ``sampled``, a flagged one for
+``flagged`` (the longer of the two when both), then loses them the same way.
+Session rows, span rows with their columns, scores and rollups stay. Time is
+the project's watermark, so replayed traffic ages exactly as live traffic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from sqlalchemy import Connection, and_, delete, null, or_, select, update
+
+from agentwatch.errors import ConfigError
+from agentwatch.settings import parse_duration
+from agentwatch.store import models as m
+from agentwatch.store.models import utcnow
+
+_NS = 1_000_000_000
+#: Sessions stripped per statement batch.
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    payload_ttl_s: float = 3600.0
+    sampled_s: float = 14 * 86400.0
+    flagged_s: float = 30 * 86400.0
+
+    @classmethod
+    def from_section(cls, section: Any, where: str = "agentwatch.yaml") -> RetentionPolicy:
+        if section is None:
+            return cls()
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"{where}, key retention: expected a mapping of payload_ttl, sampled, flagged")
+        values = {}
+        for key, value in section.items():
+            field = {"payload_ttl": "payload_ttl_s", "sampled": "sampled_s", "flagged": "flagged_s"}.get(key)
+            line = getattr(section, "lines", {}).get(key, "?")
+            if field is None:
+                raise ConfigError(f"{where}, line {line}, key retention.{key}: unknown setting "
+                                  "(known: payload_ttl, sampled, flagged)")
+            try:
+                values[field] = parse_duration(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}, line {line}, key retention.{key}: {exc}") from exc
+        return cls(**values)
+
+
+def apply(conn: Connection, project_id: int, watermark_ns: int, idle_timeout_ns: int,
+          policy: RetentionPolicy) -> int:
+    """Drop the payloads that are due; answers how many sessions lost theirs."""
+    s = m.sessions.c
+    # A session completed at end + idle timeout; its periods count from then.
+    completed_by = watermark_ns - idle_timeout_ns
+
+    def older_than(seconds: float) -> Any:
+        return s.end_ns <= completed_by - int(seconds * _NS)
+
+    due = or_(
+        and_(s.flagged.is_(False), s.sampled.is_(False), older_than(policy.payload_ttl_s)),
+        and_(s.flagged.is_(True), s.sampled.is_(False), older_than(policy.flagged_s)),
+        and_(s.sampled.is_(True), s.flagged.is_(False), older_than(policy.sampled_s)),
+        and_(s.sampled.is_(True), s.flagged.is_(True), older_than(max(policy.sampled_s, policy.flagged_s))),
+    )
+    session_ids = [row[0] for row in conn.execute(
+        select(s.session_id).where(s.project_id == project_id, s.complete.is_(True), s.evaluated_at.is_not(None),
+                                   s.payload_dropped_at.is_(None), due).limit(BATCH))]
+    if not session_ids:
+        return 0
+    sp, ev = m.spans.c, m.span_events.c
+    traces = select(sp.trace_id).where(sp.project_id == project_id, sp.session_id.in_(session_ids)).distinct()
+    conn.execute(delete(m.span_events).where(ev.project_id == project_id, ev.trace_id.in_(traces)))
+    conn.execute(update(m.spans).where(sp.project_id == project_id, sp.session_id.in_(session_ids))
+                 .values(attributes={}, events=null(), links=null()))
+    conn.execute(update(m.sessions).where(s.project_id == project_id, s.session_id.in_(session_ids))
+                 .values(payload_dropped_at=utcnow()))
+    return len(session_ids)
