@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two live-mode ticks of the event-time clock.
 TICK_SECONDS = 1.0
+#: How far back a new evaluator version scores retained sampled sessions (the drift baseline).
+SHADOW_WINDOW_S = 7 * 86400.0
 #: Retention runs every this many ticks (and at every flush).
 RETENTION_EVERY_TICKS = 10
 
@@ -57,13 +59,27 @@ class Pipeline:
         self._stopping = threading.Event()
 
     def start(self) -> None:
-        evaluations.register_evaluators(self.store.engine, self.catalogue.scored)
+        self._shadow(evaluations.register_evaluators(self.store.engine, self.catalogue.scored))
         self.writer.start()
         self.worker.start()
         if self.settings.decode_processes and self.receiver.pool is None:
             self.receiver.pool = DecodePool(self.settings.decode_processes, self.options)
         self._ticker = threading.Thread(target=self._tick, name="agentwatch-clock", daemon=True)
         self._ticker.start()
+
+    def _shadow(self, new_versions: list[tuple[str, str]]) -> None:
+        """A new version of a known evaluator scores the baseline window's retained sampled sessions,
+        so it has a baseline at once and a change of judge is not mistaken for a change of agent."""
+        for name, version in new_versions:
+            if not evaluations.older_versions(self.store.engine, name, version):
+                continue
+            for project_id, clock in self.writer.clocks.items():
+                queued = evaluations.enqueue_window(
+                    self.store.engine, project_id, since_ns=clock.watermark_ns - int(SHADOW_WINDOW_S * 1e9),
+                    until_ns=clock.watermark_ns + 1, reason="shadow", evaluators=[name], sampled_only=True)
+                if queued:
+                    logger.info("evaluator %s changed to version %s: shadow-scoring %d sessions of project %d",
+                                name, version, queued, project_id)
 
     def _tick(self) -> None:
         ticks = 0

@@ -205,6 +205,59 @@ def keys_revoke(key: str, config: str | None, database_url: str | None) -> None:
     click.echo(f"revoked key {revoked.id} ({revoked.prefix}...) of project {revoked.project!r}")
 
 
+@main.group("eval")
+def eval_group() -> None:
+    """Re-score stored sessions."""
+
+
+@eval_group.command("backfill")
+@click.option("--evaluator", "name", required=True, help="The evaluator to run, at its current version.")
+@click.option("--since", default="7d", show_default=True, help="How far back from the watermark (event time).")
+@click.option("--project", default=None, help="Project (default: the config's).")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Score here until done, or leave the jobs to the server's workers.")
+@config_option
+@database_option
+def eval_backfill(name: str, since: str, project: str | None, wait: bool, config: str | None,
+                  database_url: str | None) -> None:
+    """Score retained sessions with an evaluator's current version."""
+    import time
+
+    from agentwatch.pipeline import Pipeline
+    from agentwatch.settings import parse_duration
+    from agentwatch.store import evaluations
+    from agentwatch.store.writer import Clock
+
+    settings = _settings(config, database_url)
+    try:
+        seconds = parse_duration(since)
+        pipeline = Pipeline(settings, _store(settings))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--since'") from exc
+    except AgentwatchError as exc:
+        raise click.ClickException(exc.message) from exc
+    spec = pipeline.catalogue.by_name(name)
+    if spec is None or spec.kind == "external":
+        known = ", ".join(s.name for s in pipeline.catalogue.scored) or "none configured"
+        raise click.ClickException(f"no evaluator {name!r} to run (known: {known})")
+    project_id = pipeline.store.ensure_project(project or settings.project)
+    evaluations.register_evaluators(pipeline.store.engine, pipeline.catalogue.scored)
+    clock = pipeline.writer.clocks.get(project_id, Clock())
+    queued = evaluations.enqueue_window(
+        pipeline.store.engine, project_id, since_ns=clock.watermark_ns - int(seconds * 1e9),
+        until_ns=clock.watermark_ns + 1, reason="backfill", evaluators=[name])
+    click.echo(f"queued {queued} sessions for {name} version {spec.version}")
+    if not wait or not queued:
+        return
+    pipeline.worker.start()
+    try:
+        while evaluations.pending(pipeline.store.engine, project_id, reason="backfill"):
+            time.sleep(0.1)
+    finally:
+        pipeline.worker.stop()
+    click.echo(f"scored {pipeline.worker.done} sessions ({pipeline.worker.failed} failed)")
+
+
 def _register_traffic() -> None:
     from agentwatch.cli.traffic import import_command, replay
 

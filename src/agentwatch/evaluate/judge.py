@@ -53,9 +53,12 @@ a whole (connect, send, wait, read); after the last attempt times out the
 error reads ``judge timed out after Xs (N attempts)``.
 
 **Concurrency.** At most ``max_concurrency`` requests are in flight per judge
-and per event loop (a semaphore held only while a request is on the wire, not
-during backoff). The judge owns one pooled ``httpx.AsyncClient`` per event
-loop, sized to ``max_concurrency`` connections, unless a client is passed in.
+and per event loop (a slot is held only while a request is on the wire, not
+during backoff). Unless a client is passed in, the judge owns, per event loop,
+``max_concurrency`` keep-alive connections spread over pooled
+``httpx.AsyncClient`` objects of at most 16 connections each: httpcore's pool
+bookkeeping costs time quadratic in its size on every request, which one pool
+of 150 connections turns into most of a core.
 
 **Cache.** With a :class:`JudgeCache`, the key is ``"<version>:<sha256 of the
 request body>"`` (model, temperature, max tokens, messages as rendered), so
@@ -152,6 +155,8 @@ Reply with only: {{"score": <number from 0 to 1>, "reason": "<one sentence>"}}""
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 _ITEM_CHARS = 2000
+#: Connections per httpx pool (see LLMJudge._new_state).
+_POOL_SIZE = 16
 _RAW_CHARS = 32_000
 _EXCERPT_CHARS = 500
 _FENCE = re.compile(r"\A```(?:json|JSON)?[ \t]*\r?\n(.*?)\r?\n[ \t]*```\Z", re.DOTALL)
@@ -398,8 +403,10 @@ class _Secret:
 
 @dataclass(slots=True)
 class _LoopState:
-    client: httpx.AsyncClient
-    semaphore: asyncio.Semaphore
+    """One event loop's connection pools and the free request slots, by pool index."""
+
+    clients: list[httpx.AsyncClient]
+    slots: asyncio.LifoQueue[int]
     owned: bool
 
 
@@ -473,7 +480,8 @@ class LLMJudge:
         with self._states_lock:
             state = self._states.pop(loop, None)
         if state is not None and state.owned:
-            await state.client.aclose()
+            for client in state.clients:
+                await client.aclose()
 
     # -- rendering ---------------------------------------------------------------------------------
 
@@ -538,14 +546,30 @@ class LLMJudge:
             with self._states_lock:
                 state = self._states.get(loop)
                 if state is None:
-                    n = self.config.max_concurrency
-                    client = self._client or httpx.AsyncClient(
-                        timeout=self._timeout,
-                        limits=httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=30.0),
-                    )
-                    state = _LoopState(client=client, semaphore=asyncio.Semaphore(n), owned=self._client is None)
+                    state = self._new_state()
                     self._states[loop] = state
         return state
+
+    def _new_state(self) -> _LoopState:
+        # httpcore's pool does work quadratic in its connection count on every request, so the
+        # judge spreads its connections over pools of at most _POOL_SIZE; each pool is handed at
+        # most as many concurrent requests as it has connections, so no request waits in a pool.
+        n = self.config.max_concurrency
+        slots: asyncio.LifoQueue[int] = asyncio.LifoQueue()
+        if self._client is not None:
+            for _ in range(n):
+                slots.put_nowait(0)
+            return _LoopState(clients=[self._client], slots=slots, owned=False)
+        sizes = [min(_POOL_SIZE, n - start) for start in range(0, n, _POOL_SIZE)]
+        clients = [
+            httpx.AsyncClient(timeout=self._timeout, limits=httpx.Limits(
+                max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0))
+            for size in sizes
+        ]
+        for index, size in enumerate(sizes):
+            for _ in range(size):
+                slots.put_nowait(index)
+        return _LoopState(clients=clients, slots=slots, owned=True)
 
     async def _call(self, body: bytes) -> EvalResult:
         cfg = self.config
@@ -581,22 +605,23 @@ class LLMJudge:
 
     async def _attempt(self, state: _LoopState, body: bytes, headers: dict[str, str]) -> EvalResult | _Retryable:
         stats = self.stats
-        async with state.semaphore:
-            stats.requests += 1
-            stats.in_flight += 1
-            stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
-            try:
-                async with asyncio.timeout(self.config.timeout_s):
-                    response = await state.client.post(self._url, content=body, headers=headers,
-                                                       timeout=self._timeout)
-            except (TimeoutError, httpx.TimeoutException):
-                return _Retryable("timeout", f"judge timed out after {self.config.timeout_s:g}s")
-            except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                return _Retryable("network", self._scrub(f"{type(exc).__name__}: {exc}"))
-            except httpx.HTTPError as exc:
-                return self._failure(f"judge request failed: {type(exc).__name__}: {exc}")
-            finally:
-                stats.in_flight -= 1
+        index = await state.slots.get()
+        stats.requests += 1
+        stats.in_flight += 1
+        stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+        try:
+            async with asyncio.timeout(self.config.timeout_s):
+                response = await state.clients[index].post(self._url, content=body, headers=headers,
+                                                           timeout=self._timeout)
+        except (TimeoutError, httpx.TimeoutException):
+            return _Retryable("timeout", f"judge timed out after {self.config.timeout_s:g}s")
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            return _Retryable("network", self._scrub(f"{type(exc).__name__}: {exc}"))
+        except httpx.HTTPError as exc:
+            return self._failure(f"judge request failed: {type(exc).__name__}: {exc}")
+        finally:
+            stats.in_flight -= 1
+            state.slots.put_nowait(index)
         status = response.status_code
         if 200 <= status < 300:
             return self._verdict(response)

@@ -92,8 +92,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
 from fnmatch import fnmatchcase
 from typing import Any, ClassVar
@@ -291,12 +291,10 @@ class _Params:
                 ) from None
         return tuple(out)
 
-    def path(self, key: str, value: Any = None, *, required: bool = True) -> tuple[str, ...] | None:
-        raw = self.params.get(key) if value is None else value
+    def path(self, key: str, raw: Any) -> tuple[str, ...]:
+        """A dotted path (``order.total``, ``items.0.price``) given as ``raw`` for parameter ``key``."""
         if raw is None:
-            if required:
-                raise ValueError(f"rule {self.rule!r}: parameter {key!r} is required")
-            return None
+            raise ValueError(f"rule {self.rule!r}: parameter {key!r} is required")
         if not isinstance(raw, str) or not raw or any(not part for part in raw.split(".")):
             raise ValueError(f"rule {self.rule!r}: parameter {key!r} must be a dotted path like 'order.total', "
                              f"got {raw!r}")
@@ -405,6 +403,9 @@ class Rule:
 
     name: ClassVar[str]
 
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        raise NotImplementedError
+
     async def evaluate(self, session: SessionView) -> EvalResult:
         try:
             return self.check(session)
@@ -497,9 +498,7 @@ class ToolAllowlist(Rule):
         for intent, tools in allowed.items():
             if not isinstance(intent, str) or not intent:
                 raise p.error("allowed", "a mapping of intent names to lists of tools")
-            pairs.append((intent, p.string_list(f"allowed.{intent}", tools, allow_empty=True)
-                          if isinstance(tools, Sequence) and not isinstance(tools, str)
-                          else _raise(p, "allowed", "a mapping of intent names to lists of tools")))
+            pairs.append((intent, p.string_list("allowed", tools, allow_empty=True)))
         self.params = ToolAllowlistParams(allowed=tuple(pairs), default=p.strings("default", allow_empty=True))
         self._allowed = dict(self.params.allowed)
 
@@ -520,10 +519,6 @@ class ToolAllowlist(Rule):
             allowed = ", ".join(tools) if tools else "none"
             return EvalResult.ok(0.0, reason=f"{_listing(outside)} (allowed: {allowed})")
         return EvalResult.ok(1.0, reason=f"{len(calls)} tool call(s) allowed for {source}")
-
-
-def _raise(p: _Params, key: str, what: str) -> tuple[str, ...]:
-    raise p.error(key, what)
 
 
 # --------------------------------------------------------------------------- required_tool
@@ -719,8 +714,8 @@ class NumericBound(Rule):
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         p = _Params(self.name, params, ("tool", "field", "min", "max", "max_field", "max_from", "on_missing"))
         tool = p.string("tool", required=True)
-        field = p.path("field")
-        assert tool is not None and field is not None
+        field = p.path("field", p.params.get("field"))
+        assert tool is not None
         low, high = p.number("min", minimum=None), p.number("max", minimum=None)
         source = None
         raw_from = p.mapping("max_from")
@@ -733,15 +728,16 @@ class NumericBound(Rule):
             if not isinstance(src_tool, str) or not src_tool:
                 raise ValueError(f"rule {self.name!r}: parameter 'max_from.tool' must be a non-empty string, "
                                  f"got {src_tool!r}")
-            src_field = p.path("max_from.field", raw_from.get("field") or "", required=True)
+            src_field = p.path("max_from.field", raw_from.get("field"))
             match = raw_from.get("match")
             paths: tuple[tuple[str, ...], ...] = ()
             if match is not None:
-                names = p.string_list("max_from.match", match)
-                paths = tuple(p.path("max_from.match", name) or () for name in names)
-            assert src_field is not None
+                if isinstance(match, str) or not isinstance(match, Sequence) or not match:
+                    raise ValueError(f"rule {self.name!r}: parameter 'max_from.match' must be a non-empty list "
+                                     f"of argument paths, got {match!r}")
+                paths = tuple(p.path("max_from.match", name) for name in match)
             source = BoundSource(tool=src_tool, field=src_field, match=paths)
-        max_field = p.path("max_field", required=False)
+        max_field = p.path("max_field", p.params["max_field"]) if p.has("max_field") else None
         uppers = [name for name, value in (("max", high), ("max_field", max_field), ("max_from", source))
                   if value is not None]
         if len(uppers) > 1:
@@ -840,7 +836,7 @@ class Budget(Rule):
             max_latency_ms=p.number("max_latency_ms"), max_turns=p.integer("max_turns"),
             max_cost_usd=p.number("max_cost_usd"), max_tool_calls=p.integer("max_tool_calls"),
         )
-        if all(getattr(self.params, key) is None for key in self.params.__slots__):
+        if all(getattr(self.params, f.name) is None for f in fields(self.params)):
             raise ValueError(f"rule {self.name!r}: give at least one of 'max_cost_usd', 'max_latency_ms', "
                              "'max_tool_calls', 'max_turns'")
 
@@ -992,5 +988,4 @@ def make_rule(name: str, params: Mapping[str, Any] | None = None) -> Evaluator:
     cls = RULES.get(name)
     if cls is None:
         raise ValueError(f"unknown rule {name!r} (known: {', '.join(sorted(RULES))})")
-    factory: Callable[[Mapping[str, Any] | None], Rule] = cls
-    return factory(params)
+    return cls(params)

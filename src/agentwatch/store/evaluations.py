@@ -54,6 +54,28 @@ def enqueue(conn: Connection, project_id: int, session_ids: Iterable[str], *, re
     conn.execute(stmt, rows)
 
 
+def enqueue_window(engine: Engine, project_id: int, *, since_ns: int, until_ns: int, reason: str,
+                   evaluators: list[str], sampled_only: bool = False) -> int:
+    """Queue the complete sessions that ended in [since, until) and still have their payloads."""
+    s = m.sessions.c
+    where = [s.project_id == project_id, s.complete.is_(True), s.payload_dropped_at.is_(None),
+             s.end_ns >= since_ns, s.end_ns < until_ns]
+    if sampled_only:
+        where.append(s.sampled.is_(True))
+    with engine.begin() as conn:
+        session_ids = [r[0] for r in conn.execute(select(s.session_id).where(*where).order_by(s.end_ns))]
+        for i in range(0, len(session_ids), 1000):
+            enqueue(conn, project_id, session_ids[i : i + 1000], reason=reason, evaluators=evaluators)
+    return len(session_ids)
+
+
+def older_versions(engine: Engine, name: str, version: str) -> list[str]:
+    e = m.evaluators.c
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(select(e.version).where(
+            e.project_id == GLOBAL_PROJECT, e.name == name, e.version != version))]
+
+
 def claim(engine: Engine, limit: int, lease_s: float = 300.0) -> list[Job]:
     """Take up to ``limit`` jobs that are queued or whose lease passed."""
     j = m.eval_jobs.c
@@ -73,11 +95,13 @@ def claim(engine: Engine, limit: int, lease_s: float = 300.0) -> list[Job]:
     return [Job(int(r[0]), int(r[1]), r[2], r[3], r[4], int(r[5])) for r in sorted(rows, key=lambda r: r[0])]
 
 
-def pending(engine: Engine, project_id: int | None = None) -> int:
+def pending(engine: Engine, project_id: int | None = None, reason: str | None = None) -> int:
     j = m.eval_jobs.c
     query = select(func.count()).select_from(m.eval_jobs)
     if project_id is not None:
         query = query.where(j.project_id == project_id)
+    if reason is not None:
+        query = query.where(j.reason == reason)
     with engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
 
