@@ -21,6 +21,9 @@ try:
 except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
+from agentwatch.evaluate.base import EvalResult
+from agentwatch.evaluate.catalogue import evaluator
+from agentwatch.evaluate.session import SessionView
 from agentwatch.sdk import configure, llm_call, session, tool_call
 
-__all__ = ["__version__", "configure", "llm_call", "session", "tool_call"]
+__all__ = ["__version__", "configure", "EvalResult", "evaluator", "llm_call", "session", "SessionView", "tool_call"]
