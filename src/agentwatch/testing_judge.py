@@ -16,7 +16,7 @@ first, then ``handler(request)`` when one is set, then ``default``::
         assert server.requests[0].json["temperature"] == 0
         assert server.peak_in_flight <= 100
 
-Every request is recorded (:class:`JudgeRequest`: method, path, lower-cased
+Every chat-completions request is recorded (:class:`JudgeRequest`: method, path, lower-cased
 headers, parsed JSON body). ``in_flight`` and ``peak_in_flight`` count chat
 requests between the end of their body and the end of their answer. With
 ``api_key`` set, a request without ``Authorization: Bearer <api_key>`` gets 401.
@@ -121,6 +121,7 @@ class FakeJudgeServer:
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
 
     @property
     def base_url(self) -> str:
@@ -172,6 +173,7 @@ class FakeJudgeServer:
             finally:
                 loop.close()
 
+        self._closing = False
         self._thread = threading.Thread(target=run, name="fake-judge-server", daemon=True)
         self._thread.start()
         if not ready.wait(timeout):
@@ -202,6 +204,7 @@ class FakeJudgeServer:
         self.stop()
 
     async def _shutdown(self) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for task in list(self._tasks):
@@ -254,6 +257,10 @@ class FakeJudgeServer:
                     return
         except ConnectionError:
             return
+        except asyncio.CancelledError:
+            if self._closing:
+                return  # our own shutdown: end quietly
+            raise
         finally:
             self._tasks.discard(task)
             writer.close()

@@ -20,6 +20,7 @@ from agentwatch.evaluate.judge import (
     LLMJudge,
     MemoryJudgeCache,
     VerdictError,
+    judge_from_params,
     parse_verdict,
     retry_after_seconds,
 )
@@ -297,9 +298,8 @@ def test_a_response_that_is_not_a_chat_completion_is_an_error(server: FakeJudgeS
 def test_an_exception_while_rendering_is_an_error_not_a_raise(server: FakeJudgeServer, key: str) -> None:
     class Broken:
         session_id = "x"
-        turns: list[Any] = []
 
-        def transcript(self) -> str:
+        def __getattr__(self, name: str) -> Any:
             raise RuntimeError("span store went away")
 
     judge = LLMJudge(config(server))
@@ -425,6 +425,33 @@ def test_missing_key_variable_is_a_config_error(monkeypatch: pytest.MonkeyPatch)
     with FakeJudgeServer() as srv:
         run_one(LLMJudge(JudgeConfig(base_url=srv.base_url, model="llama3", api_key_env=None)))
         assert "authorization" not in srv.requests[0].headers
+
+
+def test_judge_from_params(server: FakeJudgeServer, key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    params: dict[str, Any] = {"base_url": server.base_url, "model": MODEL, "api_key_env": KEY_ENV,
+                              "prompt": "Rate {answer}",
+                              "timeout_s": 2, "max_retries": 0}
+    judge = judge_from_params(params, version="rate@1")
+    assert judge.version == "rate@1" and judge.config.prompt_template == "Rate {answer}"
+    server.script(Reply.verdict(0.4, "meh"))
+    assert run_one(judge).score == 0.4
+
+    for bad, message in [({**params, "promt": "x"}, "unknown judge parameter 'promt'"),
+                         ({**params, "temperature": "0"}, "'temperature': expected int or float"),
+                         ({**params, "max_retries": True}, "'max_retries': expected int"),
+                         ({**params, "prompt_template": "x {answer}"}, "given twice"),
+                         ({"model": MODEL}, "'base_url' is required"),
+                         ({**params, "prompt": "Rate {answr}"}, "unknown placeholder")]:
+        with pytest.raises(ValueError, match=message):
+            judge_from_params(bad, version="v")
+
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(ConfigError):
+        judge_from_params(params, version="v")
+    unchecked = judge_from_params(params, version="v", check_only=True)
+    result = run_one(unchecked)
+    assert result.is_error and f"{KEY_ENV} is not set" in (result.error or "")
+    assert len(server.requests) == 1  # nothing sent without the key
 
 
 def test_the_key_never_leaks(server: FakeJudgeServer, key: str) -> None:

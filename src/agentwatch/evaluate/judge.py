@@ -17,6 +17,19 @@ verdict ``{"score": <number in [0, 1]>, "reason": "<text>"}``::
     async with LLMJudge(config, version="goal_completion@3f2a", cache=MemoryJudgeCache()) as judge:
         result = await judge.evaluate(session_view)   # EvalResult, never raises
 
+From ``agentwatch.yaml`` (``kind: llm``), :func:`judge_from_params` builds the
+judge from the evaluator's ``params``: the fields of :class:`JudgeConfig`, with
+``prompt`` and ``system`` as short names. Leaving the ``async with`` (or
+``await judge.aclose()``) closes the connections opened on that event loop.
+
+**Lineage.** ``judge_model`` is the model the server says answered (its
+``model`` field, e.g. a dated snapshot behind an alias), else the pinned one;
+``prompt_hash`` is the first 16 hex digits of the sha256 of system prompt,
+template, model and temperature. ``tokens_in``/``tokens_out`` come from
+``usage``; ``cost_usd`` from ``price_*_per_mtok`` when both are set, else from
+the built-in :class:`~agentwatch.normalize.pricing.PriceTable` (None for an
+unknown model).
+
 **Template.** ``str.format`` syntax over these placeholders: ``{transcript}``
 (the conversation as text, tool calls included), ``{user}`` (the user's
 messages), ``{answer}`` (the agent's last answer), ``{tool_calls}``,
@@ -116,6 +129,7 @@ __all__ = [
     "LLMJudge",
     "MemoryJudgeCache",
     "VerdictError",
+    "judge_from_params",
     "parse_verdict",
     "retry_after_seconds",
 ]
@@ -437,6 +451,7 @@ class LLMJudge:
         cache: JudgeCache | None = None,
         prices: PriceTable | None = None,
         environ: Mapping[str, str] | None = None,
+        require_key: bool = True,
     ) -> None:
         self.config = config
         self.prompt_hash = config.prompt_hash
@@ -446,15 +461,19 @@ class LLMJudge:
         self.stats = JudgeStats()
         self._client = client
         self._pieces = _compile_template(config.prompt_template)
-        self._fields = frozenset(name for _, name in self._pieces if name)
+        self._fields = tuple(dict.fromkeys(name for _, name in self._pieces if name))
         self._url = config.chat_completions_url
         self._timeout = httpx.Timeout(config.timeout_s)
         self._key: _Secret | None = None
+        self._missing_key: str | None = None
         if config.api_key_env is not None:
             value = (os.environ if environ is None else environ).get(config.api_key_env)
-            if not value:
+            if value:
+                self._key = _Secret(value)
+            elif require_key:
                 raise ConfigError(f"the judge's API key variable {config.api_key_env} is not set")
-            self._key = _Secret(value)
+            else:
+                self._missing_key = f"the judge's API key variable {config.api_key_env} is not set"
         self._price: ModelPrice | None = None
         if config.price_input_per_mtok is not None and config.price_output_per_mtok is not None:
             self._price = ModelPrice(config.price_input_per_mtok, config.price_output_per_mtok)
@@ -527,6 +546,8 @@ class LLMJudge:
         return result
 
     async def _evaluate(self, session: SessionView) -> EvalResult:
+        if self._missing_key is not None:
+            return self._failure(self._missing_key)
         body = self.request_body(session)
         key = self.cache_key(body) if self.cache is not None else None
         if self.cache is not None and key is not None:
@@ -561,8 +582,9 @@ class LLMJudge:
                 slots.put_nowait(0)
             return _LoopState(clients=[self._client], slots=slots, owned=False)
         sizes = [min(_POOL_SIZE, n - start) for start in range(0, n, _POOL_SIZE)]
+        verify = httpx.create_ssl_context()
         clients = [
-            httpx.AsyncClient(timeout=self._timeout, limits=httpx.Limits(
+            httpx.AsyncClient(timeout=self._timeout, verify=verify, limits=httpx.Limits(
                 max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0))
             for size in sizes
         ]
@@ -676,6 +698,48 @@ class LLMJudge:
         if self._key is None:
             return text
         return text.replace(self._key.reveal(), "<redacted>")
+
+
+_PARAM_TYPES: dict[str, tuple[type, ...]] = {
+    "base_url": (str,), "model": (str,), "api_key_env": (str, type(None)), "prompt_template": (str,),
+    "system_prompt": (str, type(None)), "temperature": (int, float), "seed": (int, type(None)),
+    "max_tokens": (int, type(None)), "json_response_format": (bool,), "timeout_s": (int, float),
+    "max_retries": (int,), "backoff_base_s": (int, float), "backoff_cap_s": (int, float),
+    "retry_after_max_s": (int, float), "max_concurrency": (int,), "max_field_chars": (int,),
+    "price_input_per_mtok": (int, float, type(None)), "price_output_per_mtok": (int, float, type(None)),
+}
+#: Shorter spellings accepted in ``agentwatch.yaml``.
+_PARAM_ALIASES = {"prompt": "prompt_template", "system": "system_prompt"}
+
+
+def judge_from_params(params: Mapping[str, Any], *, version: str, check_only: bool = False,
+                      cache: JudgeCache | None = None) -> LLMJudge:
+    """An :class:`LLMJudge` from an evaluator's ``params`` in ``agentwatch.yaml``.
+
+    The keys are :class:`JudgeConfig`'s fields (``prompt`` and ``system`` are
+    accepted for ``prompt_template`` and ``system_prompt``); ``base_url`` and
+    ``model`` are required. ValueError names the offending key. With
+    ``check_only`` the key variable is not required: the parameters are
+    validated, and an evaluation would answer an error if the key is still missing.
+    """
+    values: dict[str, Any] = {}
+    for key, value in params.items():
+        name = _PARAM_ALIASES.get(key, key)
+        if name not in _PARAM_TYPES:
+            known = sorted({*_PARAM_TYPES, *_PARAM_ALIASES})
+            raise ValueError(f"unknown judge parameter {key!r}; known: {', '.join(known)}")
+        if name in values:
+            raise ValueError(f"judge parameter {name!r} is given twice (as {key!r})")
+        types = _PARAM_TYPES[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(f"judge parameter {key!r}: expected {expected}, got {type(value).__name__}")
+        values[name] = value
+    for required in ("base_url", "model"):
+        if required not in values:
+            raise ValueError(f"judge parameter {required!r} is required")
+    config = JudgeConfig(**values)
+    return LLMJudge(config, version=version, cache=cache, require_key=not check_only)
 
 
 # -- response helpers --------------------------------------------------------------------------------
