@@ -184,3 +184,34 @@ def _view(pipeline: Pipeline, session_id: str):  # type: ignore[no-untyped-def]
     view = pipeline.scorer.load(pipeline.default_project_id, session_id)
     view.summary["project_id"] = pipeline.default_project_id
     return view
+
+
+def test_concurrent_claims_never_share_a_job(db_url: str, config: Path) -> None:
+    import concurrent.futures
+
+    pipeline = pipeline_for(db_url, config)
+    with TestClient(create_app(pipeline.settings, pipeline)) as client:
+        pipeline.worker.stop()
+        send(client, 40, intent="billing")
+        pipeline.writer.call(pipeline.writer.flush).result()
+        engine = pipeline.store.engine
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            batches = list(pool.map(lambda _: ev.claim(engine, 15), range(4)))
+        ids = [job.id for batch in batches for job in batch]
+        assert len(ids) == len(set(ids)) == 40, "every job claimed exactly once across concurrent workers"
+
+
+def test_inline_evaluate_scores_now(db_url: str, config: Path) -> None:
+    pipeline = pipeline_for(db_url, config)
+    with TestClient(create_app(pipeline.settings, pipeline)) as client:
+        pipeline.worker.stop()
+        [spec] = send(client, 1, intent="refund", tool_error_rate=1.0)
+        answer = client.post("/api/v1/evaluate", json={"session_id": spec.session_id,
+                                                      "evaluators": ["tools"]}).json()
+        [score] = answer["scores"]
+        assert score["evaluator"] == "tools" and score["passed"] is False and "lookup_order" in score["reason"]
+        assert count_scores(pipeline.store, session_id=spec.session_id) == 1
+        assert client.get(f"/api/v1/sessions/{spec.session_id}").json()["session"]["flagged"] is True
+        bad = client.post("/api/v1/evaluate", json={"session_id": spec.session_id, "evaluators": ["nope"]})
+        assert bad.status_code == 400 and "unknown evaluator" in bad.json()["error"]["message"]
+        assert client.post("/api/v1/evaluate", json={"session_id": "missing"}).status_code == 404

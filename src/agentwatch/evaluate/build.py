@@ -77,7 +77,9 @@ def build(spec: EvaluatorSpec, *, check_only: bool = False) -> Evaluator:
         params = {k: v for k, v in spec.params.items() if k != "timeout_s"}
         return PythonEvaluator(resolve_function(spec.function), timeout_s=float(timeout), params=params)
     if spec.kind == "llm":
-        from agentwatch.evaluate.judge import judge_from_params
+        from agentwatch.evaluate.judge import MemoryJudgeCache, judge_from_params
 
-        return judge_from_params(spec.params, version=spec.version, check_only=check_only)
+        # Same evaluator version and same session content: the verdict is not paid for twice.
+        cache = None if check_only else MemoryJudgeCache()
+        return judge_from_params(spec.params, version=spec.version, check_only=check_only, cache=cache)
     raise ValueError(f"evaluators of kind {spec.kind!r} are not built")
