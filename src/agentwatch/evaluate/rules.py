@@ -26,11 +26,13 @@ The rules and their params (``?`` marks an optional one):
     A tool call failed: its span has an error (status ERROR, ``error.type``),
     or its result looks like an error although the span says success: a JSON
     object with a non-empty ``error``/``errors`` key (``error_keys``), or a
-    string value matching one of ``patterns`` (case-insensitive; default
+    string value matching one of ``patterns`` (``re.search``, case-insensitive,
+    ``^`` is the start of the value; default
     :data:`DEFAULT_ERROR_PATTERNS`: expired or invalid tokens, unauthorized,
     forbidden, rate limits, timeouts, 5xx, text starting with "Error").
     Patterns are tried on the result's string values only, never on its keys
-    (``{"timeout": 30}`` is not an error). Params: ``tools?`` (only these),
+    (``{"timeout": 30}`` is not an error); an integer ``status``/``status_code``
+    of 400-599 is an error too. Params: ``tools?`` (only these),
     ``patterns?``, ``error_keys?``.
 ``tool_allowlist``
     Every tool called is in the allowed set of the session's intent.
@@ -72,15 +74,17 @@ The rules and their params (``?`` marks an optional one):
     cost, as in the session summary), ``max_tool_calls?``; at least one.
 ``confirmation``
     Each call of a consequential tool (``tools``) was confirmed by the user.
-    The exact rule: find the model call (llm span) that emitted the tool call
-    (the output tool_call part with the call's id; else the latest llm span of
-    the turn that asked for that tool before the tool started). In the
-    conversation it saw (its input messages), the last user message must match
-    one of ``patterns`` (default :data:`DEFAULT_CONFIRM_PATTERNS`: yes, okay,
-    confirm, go ahead, please do, proceed, ...) and none of
-    ``negative_patterns`` (default: starts with no / don't / wait / not yet),
-    and the closest earlier non-system message must be an assistant message
-    with text (the proposal the user answered). A "yes" that opens the
+    The exact rule: find the model call (llm span) that emitted the tool call:
+    the latest llm span started before the tool whose output has a tool_call
+    part with the call's id and tool name (ids are not always unique), else
+    the latest one of the turn asking for that tool by name. In the
+    conversation it saw (its input messages), the last user message must
+    match one of ``patterns`` (case-insensitive; default
+    :data:`DEFAULT_CONFIRM_PATTERNS`: yes, okay or confirm opening a sentence
+    or clause, go ahead, please do, proceed, ...) and none of
+    ``negative_patterns`` (default: starts with no / don't / wait / not
+    yet), and the closest earlier non-system message must be an assistant
+    message with text (the proposal the user answered). A "yes" that opens the
     conversation confirms nothing. With ``one_call_per_confirmation: true``,
     a confirmation covers one consequential call: another consequential call
     between the user's message and this one breaks the rule. A call whose
@@ -139,12 +143,13 @@ DEFAULT_ERROR_PATTERNS: tuple[str, ...] = (
     r"\binternal server error\b",
     r"\bbad gateway\b",
     r"\b(?:http|status|code|error)\W{0,3}(?:401|403|429|5\d\d)\b",
-    r"^\s*(?:401|403|429|5\d\d)\b",
 )
+#: Keys whose integer value in 400-599 marks a result as an HTTP error (``{"status": 503}``).
+_STATUS_KEYS = ("status", "status_code", "statusCode", "http_status")
 
 #: A user message that confirms a proposed action.
 DEFAULT_CONFIRM_PATTERNS: tuple[str, ...] = (
-    r"^\W*(?:yes|yeah|yep|yup|sure|ok|okay|correct|confirm(?:ed)?|affirmative|absolutely|definitely)\b",
+    r"(?:^|[.!?;,]\s*)\W*(?:yes|yeah|yep|yup|sure|ok|okay|correct|confirm(?:ed)?|affirmative|absolutely|definitely)\b",
     r"\bgo ahead\b",
     r"\bplease (?:do|proceed|continue)\b",
     r"\bproceed\b",
@@ -177,29 +182,36 @@ class _Unevaluable(Exception):
 # --------------------------------------------------------------------------- params
 
 
-class _Params:
+_UNSET: Any = object()
+
+
+class ParamReader:
     """Reads one rule's params mapping; every error names the rule and the parameter."""
 
-    def __init__(self, rule: str, params: Mapping[str, Any] | None, known: Sequence[str]) -> None:
+    def __init__(self, rule: str, params: Mapping[str, Any] | None, known: Sequence[str], *,
+                 kind: str = "rule") -> None:
+        #: What errors name first: ``rule 'budget'``, ``evaluator 'faithfulness'``.
+        self.owner = f"{kind} {rule!r}"
         if params is None:
             params = {}
         if not isinstance(params, Mapping):
-            raise ValueError(f"rule {rule!r}: params must be a mapping, got {type(params).__name__}")
-        self.rule = rule
+            raise ValueError(f"{self.owner}: params must be a mapping, got {type(params).__name__}")
         self.params = params
         for key in params:
             if key not in known:
-                raise ValueError(f"rule {rule!r}: unknown parameter {key!r} (known: {', '.join(sorted(known))})")
+                raise ValueError(f"{self.owner}: unknown parameter {key!r} (known: {', '.join(sorted(known))})")
 
-    def error(self, key: str, what: str) -> ValueError:
-        return ValueError(f"rule {self.rule!r}: parameter {key!r} must be {what}, got {self.params.get(key)!r}")
+    def error(self, key: str, what: str, value: Any = _UNSET) -> ValueError:
+        """``parameter 'key' must be <what>, got <value>`` (the param's own value unless given)."""
+        got = self.params.get(key) if value is _UNSET else value
+        return ValueError(f"{self.owner}: parameter {key!r} must be {what}, got {got!r}")
 
     def has(self, key: str) -> bool:
         return self.params.get(key) is not None
 
     def required(self, key: str) -> Any:
         if self.params.get(key) is None:
-            raise ValueError(f"rule {self.rule!r}: parameter {key!r} is required")
+            raise ValueError(f"{self.owner}: parameter {key!r} is required")
         return self.params[key]
 
     def string(self, key: str, *, required: bool = False, choices: Sequence[str] = ()) -> str | None:
@@ -223,11 +235,11 @@ class _Params:
     def string_list(self, key: str, value: Any, *, allow_empty: bool = False) -> tuple[str, ...]:
         what = "a list of non-empty strings" if allow_empty else "a non-empty list of non-empty strings"
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            raise self.error(key, what)
+            raise self.error(key, what, value)
         if not value and not allow_empty:
-            raise self.error(key, what)
+            raise self.error(key, what, value)
         if not all(isinstance(item, str) and item.strip() for item in value):
-            raise self.error(key, what)
+            raise self.error(key, what, value)
         return tuple(value)
 
     def number(self, key: str, *, minimum: float | None = 0.0) -> float | None:
@@ -287,16 +299,16 @@ class _Params:
                 out.append(re.compile(pattern, flags))
             except re.error as exc:
                 raise ValueError(
-                    f"rule {self.rule!r}: parameter {key!r} has an invalid regular expression {pattern!r}: {exc}"
+                    f"{self.owner}: parameter {key!r} has an invalid regular expression {pattern!r}: {exc}"
                 ) from None
         return tuple(out)
 
     def path(self, key: str, raw: Any) -> tuple[str, ...]:
         """A dotted path (``order.total``, ``items.0.price``) given as ``raw`` for parameter ``key``."""
         if raw is None:
-            raise ValueError(f"rule {self.rule!r}: parameter {key!r} is required")
+            raise ValueError(f"{self.owner}: parameter {key!r} is required")
         if not isinstance(raw, str) or not raw or any(not part for part in raw.split(".")):
-            raise ValueError(f"rule {self.rule!r}: parameter {key!r} must be a dotted path like 'order.total', "
+            raise ValueError(f"{self.owner}: parameter {key!r} must be a dotted path like 'order.total', "
                              f"got {raw!r}")
         return tuple(raw.split("."))
 
@@ -434,7 +446,7 @@ class ToolError(Rule):
     name = "tool_error"
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        p = _Params(self.name, params, ("tools", "patterns", "error_keys"))
+        p = ParamReader(self.name, params, ("tools", "patterns", "error_keys"))
         patterns = p.strings("patterns", allow_empty=True)
         keys = p.strings("error_keys", allow_empty=True)
         self.params = ToolErrorParams(
@@ -442,7 +454,7 @@ class ToolError(Rule):
             patterns=DEFAULT_ERROR_PATTERNS if patterns is None else patterns,
             error_keys=("error", "errors") if keys is None else keys,
         )
-        self._patterns = p.regexes("patterns", self.params.patterns, re.IGNORECASE | re.MULTILINE)
+        self._patterns = p.regexes("patterns", self.params.patterns, re.IGNORECASE)
 
     def problem(self, call: ToolCall) -> str | None:
         """What is wrong with ``call``, or None when it succeeded."""
@@ -455,6 +467,10 @@ class ToolError(Rule):
                 value = result.get(key)
                 if value not in (None, False, "", [], {}):
                     return f"result has {key!r}: {_short(value)}"
+            for key in _STATUS_KEYS:
+                value = result.get(key)
+                if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
+                    return f"result has {key!r}: {value}"
         for text in _strings(result):
             for pattern in self._patterns:
                 if pattern.search(text):
@@ -491,14 +507,14 @@ class ToolAllowlist(Rule):
     name = "tool_allowlist"
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        p = _Params(self.name, params, ("allowed", "default"))
+        p = ParamReader(self.name, params, ("allowed", "default"))
         allowed = p.mapping("allowed", required=True)
         assert allowed is not None
         pairs = []
         for intent, tools in allowed.items():
             if not isinstance(intent, str) or not intent:
                 raise p.error("allowed", "a mapping of intent names to lists of tools")
-            pairs.append((intent, p.string_list("allowed", tools, allow_empty=True)))
+            pairs.append((intent, p.string_list(f"allowed.{intent}", tools, allow_empty=True)))
         self.params = ToolAllowlistParams(allowed=tuple(pairs), default=p.strings("default", allow_empty=True))
         self._allowed = dict(self.params.allowed)
 
@@ -537,7 +553,7 @@ class RequiredTool(Rule):
     name = "required_tool"
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        p = _Params(self.name, params, ("tools", "when_intent", "require_success"))
+        p = ParamReader(self.name, params, ("tools", "when_intent", "require_success"))
         tools = p.strings("tools", required=True)
         assert tools is not None
         when = p.params.get("when_intent")
@@ -582,7 +598,7 @@ class AnswerPattern(Rule):
     name = "answer_pattern"
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        p = _Params(self.name, params, ("forbidden", "required", "flags", "scope"))
+        p = ParamReader(self.name, params, ("forbidden", "required", "flags", "scope"))
         forbidden = p.strings("forbidden", allow_empty=True) or ()
         required = p.strings("required", allow_empty=True) or ()
         if not forbidden and not required:
@@ -631,7 +647,7 @@ class ToolSchema(Rule):
     name = "tool_schema"
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        p = _Params(self.name, params, ("tool", "arguments_schema", "result_schema"))
+        p = ParamReader(self.name, params, ("tool", "arguments_schema", "result_schema"))
         tool = p.string("tool", required=True)
         assert tool is not None
         self.params = ToolSchemaParams(tool=tool, arguments_schema=p.mapping("arguments_schema"),
@@ -641,7 +657,7 @@ class ToolSchema(Rule):
         self._arguments = self._validator(p, "arguments_schema", self.params.arguments_schema)
         self._result = self._validator(p, "result_schema", self.params.result_schema)
 
-    def _validator(self, p: _Params, key: str, schema: Mapping[str, Any] | None) -> Any:
+    def _validator(self, p: ParamReader, key: str, schema: Mapping[str, Any] | None) -> Any:
         if schema is None:
             return None
         cls = jsonschema.validators.validator_for(schema)
@@ -712,7 +728,7 @@ class NumericBound(Rule):
     name = "numeric_bound"
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        p = _Params(self.name, params, ("tool", "field", "min", "max", "max_field", "max_from", "on_missing"))
+        p = ParamReader(self.name, params, ("tool", "field", "min", "max", "max_field", "max_from", "on_missing"))
         tool = p.string("tool", required=True)
         field = p.path("field", p.params.get("field"))
         assert tool is not None
@@ -831,7 +847,7 @@ class Budget(Rule):
     name = "budget"
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        p = _Params(self.name, params, ("max_latency_ms", "max_turns", "max_cost_usd", "max_tool_calls"))
+        p = ParamReader(self.name, params, ("max_latency_ms", "max_turns", "max_cost_usd", "max_tool_calls"))
         self.params = BudgetParams(
             max_latency_ms=p.number("max_latency_ms"), max_turns=p.integer("max_turns"),
             max_cost_usd=p.number("max_cost_usd"), max_tool_calls=p.integer("max_tool_calls"),
@@ -891,7 +907,7 @@ class Confirmation(Rule):
     name = "confirmation"
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        p = _Params(self.name, params, ("tools", "patterns", "negative_patterns", "one_call_per_confirmation"))
+        p = ParamReader(self.name, params, ("tools", "patterns", "negative_patterns", "one_call_per_confirmation"))
         tools = p.strings("tools", required=True)
         assert tools is not None
         self.params = ConfirmationParams(
@@ -907,11 +923,13 @@ class Confirmation(Rule):
 
     def _emitter(self, session: SessionView, call: ToolCall) -> NormalizedSpan | None:
         """The llm span whose output asked for ``call``."""
-        llm = [s for s in session.spans if s.kind == "llm"]
+        llm = [s for s in session.spans if s.kind == "llm" and s.start_ns <= call.start_ns]
         if call.call_id:
-            for span in llm:
-                if any(part.get("id") == call.call_id for part in _tool_call_parts(span.output_messages)):
-                    return span
+            # Ids are not always unique (tau-bench reuses one): the latest earlier asker of the same tool wins.
+            by_id = [s for s in llm if any(part.get("id") == call.call_id and part.get("name") == call.name
+                                           for part in _tool_call_parts(s.output_messages))]
+            if by_id:
+                return max(by_id, key=lambda s: (s.start_ns, s.end_ns))
         turn_index = next((t.index for t in session.turns for c in t.tool_calls if c.span_id == call.span_id), None)
         candidates = [s for s in llm if s.start_ns <= call.start_ns
                       and any(part.get("name") == call.name for part in _tool_call_parts(s.output_messages))]
