@@ -56,7 +56,8 @@ def scores_by_session(url: str) -> dict[str, dict[str, Any]]:
 
 def report(scores: dict[str, dict[str, Any]], outcomes: dict[str, float]) -> list[str]:
     evaluators = sorted({name for by_name in scores.values() for name in by_name})
-    lines = [f"{'evaluator':<14} {'outcome':<8} {'n':>3} {'mean':>6} {'p10':>6} {'median':>6} {'pass':>6} {'errors':>6}"]
+    lines = [f"{'evaluator':<14} {'outcome':<8} {'n':>3} {'mean':>6} {'p10':>6} {'median':>6} {'pass':>6} "
+             f"{'errors':>6}"]
     for name in evaluators:
         for label, wanted in (("success", True), ("failure", False)):
             rows = [by_name[name] for sid, by_name in scores.items()

@@ -90,6 +90,13 @@ def server(db_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
+def shared_data() -> Path:
+    if not DATA.exists():
+        pytest.fail(f"the shared data is expected at {DATA}")
+    return DATA
+
+
+@pytest.fixture
 def captures() -> Path:
     if not CAPTURES.exists():
         pytest.fail(f"the OTLP captures are expected at {CAPTURES}")
