@@ -47,46 +47,45 @@ async def _guard(
         receiver.budget.release(size)
 
 
-class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, receiver: Receiver, project_for: Callable[[Any], int]) -> None:
+class _Export:
+    """One OTLP ``Export`` rpc: walk the parsed request, hand it to the receiver, answer after the commit."""
+
+    def __init__(self, receiver: Receiver, project_for: Callable[[Any], int], signal: str) -> None:
         self.receiver = receiver
         self.project_for = project_for
+        self.signal = signal
 
     async def Export(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802 - gRPC name
+        traces = self.signal == "traces"
+        walk = traces_from_message if traces else logs_from_message
+
         async def handle(project_id: int, size: int) -> Any:
-            if size > OFFLOAD_BYTES:
-                decoded = await asyncio.to_thread(traces_from_message, request)
+            decoded = await asyncio.to_thread(walk, request) if size > OFFLOAD_BYTES else walk(request)
+            if traces:
+                outcome = await self.receiver.traces(project_id, decoded, nbytes=size)
+                response: Any = trace_service_pb2.ExportTraceServiceResponse()
+                if outcome.rejected or outcome.message:
+                    response.partial_success.rejected_spans = outcome.rejected
+                    response.partial_success.error_message = outcome.message
             else:
-                decoded = traces_from_message(request)
-            outcome = await self.receiver.traces(project_id, decoded, nbytes=size)
-            response = trace_service_pb2.ExportTraceServiceResponse()
-            if outcome.rejected or outcome.message:
-                response.partial_success.rejected_spans = outcome.rejected
-                response.partial_success.error_message = outcome.message
+                outcome = await self.receiver.logs(project_id, decoded, nbytes=size)
+                response = logs_service_pb2.ExportLogsServiceResponse()
+                if outcome.rejected or outcome.message:
+                    response.partial_success.rejected_log_records = outcome.rejected
+                    response.partial_success.error_message = outcome.message
             return response
 
         return await _guard(self.receiver, self.project_for, request, context, handle)
 
 
-class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
+class TraceService(_Export, trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, receiver: Receiver, project_for: Callable[[Any], int]) -> None:
-        self.receiver = receiver
-        self.project_for = project_for
+        super().__init__(receiver, project_for, "traces")
 
-    async def Export(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802 - gRPC name
-        async def handle(project_id: int, size: int) -> Any:
-            if size > OFFLOAD_BYTES:
-                decoded = await asyncio.to_thread(logs_from_message, request)
-            else:
-                decoded = logs_from_message(request)
-            outcome = await self.receiver.logs(project_id, decoded, nbytes=size)
-            response = logs_service_pb2.ExportLogsServiceResponse()
-            if outcome.rejected or outcome.message:
-                response.partial_success.rejected_log_records = outcome.rejected
-                response.partial_success.error_message = outcome.message
-            return response
 
-        return await _guard(self.receiver, self.project_for, request, context, handle)
+class LogsService(_Export, logs_service_pb2_grpc.LogsServiceServicer):
+    def __init__(self, receiver: Receiver, project_for: Callable[[Any], int]) -> None:
+        super().__init__(receiver, project_for, "logs")
 
 
 def make_grpc_server(

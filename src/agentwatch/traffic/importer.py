@@ -42,6 +42,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from agentwatch import __version__
 from agentwatch.errors import AgentwatchError
+from agentwatch.normalize.attributes import json_value
 from agentwatch.traffic.generator import (
     NS_PER_MS,
     NS_PER_S,
@@ -162,7 +163,7 @@ def _parts(message: dict[str, Any]) -> dict[str, Any]:
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
         parts.append(tool_call_part(str(call.get("id", "")), str(function.get("name", "")),
-                                    _arguments(function.get("arguments"))))
+                                    json_value(function.get("arguments"))))
     return {"role": role, "parts": parts}
 
 
@@ -174,15 +175,6 @@ def _text(content: Any) -> str:
     if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}]
         return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     return json.dumps(content)
-
-
-def _arguments(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _answer_of(messages: Sequence[dict[str, Any]], after: int, call_id: str, consumed: set[int]) -> int | None:
