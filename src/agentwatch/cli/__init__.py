@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import socket
 import sys
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -95,7 +96,10 @@ def serve(host: str, port: int, grpc_port: int, config: str | None, database_url
     from agentwatch.pipeline import Pipeline
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = _settings(config, database_url)
+    if demo and "evaluators" not in settings.sections:
+        settings = replace(settings, sections={**settings.sections, **DEMO_SECTIONS})
     try:
         store = _store(settings)
     except AgentwatchError as exc:
@@ -116,6 +120,19 @@ def serve(host: str, port: int, grpc_port: int, config: str | None, database_url
         _start_demo(f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}", store)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, http="httptools",
                 loop="uvloop", timeout_graceful_shutdown=10)
+
+
+#: What ``serve --demo`` evaluates when the config declares no evaluators.
+DEMO_SECTIONS: dict[str, Any] = {
+    "sampling": {"default_rate": 0.2},
+    "evaluators": [
+        {"name": "tool_use", "kind": "rule", "rule": "tool_error", "threshold": 1.0, "severity": "page",
+         "owner": "support-oncall"},
+        {"name": "faithfulness", "kind": "faithfulness", "threshold": 0.8, "owner": "support-quality"},
+        {"name": "latency", "kind": "rule", "rule": "budget", "params": {"max_latency_ms": 30000},
+         "threshold": 1.0},
+    ],
+}
 
 
 def _start_demo(url: str, store: Any, rate: float = 120.0) -> None:
