@@ -84,3 +84,18 @@ def test_config_errors_name_file_line_and_key(tmp_path: Path, text: str, expecte
         catalogue_of(tmp_path, text, PY)
     assert str(tmp_path / "agentwatch.yaml") in info.value.message
     assert expected in info.value.message
+
+
+def test_embedding_faithfulness_without_the_extra_is_a_config_error(tmp_path: Path) -> None:
+    text = ("evaluators:\n  - name: semantic\n    kind: faithfulness\n"
+            "    params: {method: embedding, model: /nowhere/model}\n")
+    try:
+        import sentence_transformers  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match=r"line 4, key evaluators\[0\].params: .*embeddings"):
+            catalogue_of(tmp_path, text)
+    else:  # pragma: no cover - with the extra installed the missing model is the error
+        with pytest.raises(ConfigError, match="evaluators\\[0\\].params"):
+            catalogue_of(tmp_path, text)
+    with pytest.raises(ConfigError, match="method: expected claims"):
+        catalogue_of(tmp_path, text.replace("embedding", "magic"))

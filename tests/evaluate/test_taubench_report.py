@@ -6,7 +6,6 @@ import importlib.util
 from pathlib import Path
 
 
-
 def load_bench():  # type: ignore[no-untyped-def]
     path = Path(__file__).resolve().parents[2] / "bench" / "taubench.py"
     spec = importlib.util.spec_from_file_location("taubench_bench", path)

@@ -66,9 +66,19 @@ def build(spec: EvaluatorSpec, *, check_only: bool = False) -> Evaluator:
         assert spec.rule is not None
         return make_rule(spec.rule, spec.params)
     if spec.kind == "faithfulness":
-        from agentwatch.evaluate.faithfulness import Faithfulness
+        from agentwatch.evaluate.faithfulness import EmbeddingFaithfulness, Faithfulness
 
-        return Faithfulness(spec.params)
+        params = dict(spec.params)
+        method = params.pop("method", "claims")
+        if method == "embedding":
+            # Needs the embeddings extra and a local model; the error says so when either is missing.
+            try:
+                return EmbeddingFaithfulness(params)
+            except ImportError as exc:
+                raise ValueError(str(exc)) from exc
+        if method != "claims":
+            raise ValueError(f"method: expected claims (offline, the default) or embedding, got {method!r}")
+        return Faithfulness(params)
     if spec.kind == "python":
         assert spec.function is not None
         timeout = spec.params.get("timeout_s", PYTHON_TIMEOUT_S)
