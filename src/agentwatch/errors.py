@@ -13,7 +13,8 @@ mapping table of its own::
     ├── NotFound (404 not_found)
     ├── Forbidden (403 forbidden)
     ├── BadRequest (400 bad_request)
-    └── Unauthorized (401 unauthorized)
+    ├── Unauthorized (401 unauthorized)
+    └── Unavailable (503 unavailable)
 """
 
 from __future__ import annotations
@@ -87,3 +88,10 @@ class Unauthorized(AgentwatchError):
 
     status = 401
     code = "unauthorized"
+
+
+class Unavailable(AgentwatchError):
+    """The server cannot do this now (a dependency is down); trying later may work."""
+
+    status = 503
+    code = "unavailable"

@@ -7,7 +7,7 @@ import threading
 import time
 
 from agentwatch.auth import Auth
-from agentwatch.errors import StoreError
+from agentwatch.errors import Unavailable
 from agentwatch.evaluate.catalogue import load_catalogue
 from agentwatch.evaluate.engine import EvaluationWorker, Scorer
 from agentwatch.ingest.receiver import Budget, DecodePool, Receiver
@@ -114,7 +114,8 @@ class Pipeline:
         deadline = time.monotonic() + timeout_s
         while (left := evaluations.pending(self.store.engine, project_id)) and self.worker.alive:
             if time.monotonic() > deadline:
-                raise StoreError(f"{left} evaluations still queued after {timeout_s:.0f}s")
+                raise Unavailable(f"{left} evaluations still queued after {timeout_s:.0f}s (is a judge down?); "
+                                  "sessions are complete, flush again to wait for the rest")
             time.sleep(0.05)
         result["evaluations_pending"] = evaluations.pending(self.store.engine, project_id)
         result["payloads_dropped"] = self.apply_retention(project_id)

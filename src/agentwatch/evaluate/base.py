@@ -38,6 +38,9 @@ class EvalResult:
     tokens_out: int | None = None
     #: The span scored, when the evaluation is about one span rather than the session.
     span_id: str | None = None
+    #: A failure that may pass by itself (a judge down, overloaded or timing out): the queue
+    #: tries the session again later instead of recording the error at once.
+    retryable: bool = False
 
     @classmethod
     def ok(cls, score: float | bool, reason: str = "", **extra: object) -> EvalResult:

@@ -116,6 +116,7 @@ class Scorer:
             "tokens_out": result.tokens_out,
             "event_time_ns": view.end_ns,
             "shadow": shadow,
+            "_retryable": result.retryable,
         }
 
     def _external_rows(self, view: SessionView) -> list[dict[str, Any]]:
@@ -168,6 +169,8 @@ class Scorer:
 
     def store_rows(self, project_id: int, view: SessionView, rows: list[dict[str, Any]], reason: str,
                    job_id: int | None = None) -> None:
+        for row in rows:
+            row.pop("_retryable", None)
         flagged = any(r["passed"] is False or r["status"] == "error" for r in rows)
         with self.store.engine.begin() as conn:
             ev.ensure_external(conn, {r["evaluator"] for r in rows if r["evaluator_version"] == EXTERNAL_VERSION})
@@ -186,6 +189,12 @@ def _project_id(view: SessionView) -> int:
     return int(view.summary["project_id"])
 
 
+#: Times a session waits for a retryable failure (a judge down) to pass before its errors are recorded.
+MAX_ATTEMPTS = 12
+RETRY_BASE_S = 5.0
+RETRY_CAP_S = 300.0
+
+
 class EvaluationWorker:
     """Drains the evaluation queue in a background thread with its own event loop."""
 
@@ -199,6 +208,8 @@ class EvaluationWorker:
         self._thread: threading.Thread | None = None
         self.done = 0
         self.failed = 0
+        self.postponed = 0
+        self.retry_base_s = RETRY_BASE_S
 
     def start(self) -> None:
         if self._thread is None:
@@ -251,6 +262,13 @@ class EvaluationWorker:
                 return
             view.summary["project_id"] = job.project_id
             rows = await scorer.score(view, only=job.evaluators, shadow=job.reason == "shadow")
+            if any(row.pop("_retryable", False) for row in rows) and job.attempts < MAX_ATTEMPTS:
+                # A judge that is down: keep the session queued and try again later (the backlog
+                # drains when the judge returns); after MAX_ATTEMPTS the errors are recorded.
+                delay = min(RETRY_CAP_S, self.retry_base_s * 2 ** (job.attempts - 1))
+                await asyncio.to_thread(ev.postpone, scorer.store.engine, job.id, delay)
+                self.postponed += 1
+                return
             await asyncio.to_thread(scorer.store_rows, job.project_id, view, rows, job.reason, job.id)
             self.done += 1
         except Exception:  # noqa: BLE001 - the job stays leased and is retried after its lease

@@ -615,7 +615,8 @@ class LLMJudge:
             last = outcome
             if last.delay_s is not None and last.delay_s > cfg.retry_after_max_s:
                 return self._failure(f"{last.message}; the judge asked to retry after {last.delay_s:g}s, "
-                                     f"more than retry_after_max_s={cfg.retry_after_max_s:g}", raw=last.raw)
+                                     f"more than retry_after_max_s={cfg.retry_after_max_s:g}", raw=last.raw,
+                                     retryable=True)
         assert last is not None
         if last.kind == "timeout":
             message = f"judge timed out after {cfg.timeout_s:g}s ({attempts} attempts)"
@@ -623,7 +624,7 @@ class LLMJudge:
             message = f"{last.message} (after {attempts} attempts)"
         else:
             message = f"judge unreachable after {attempts} attempts: {last.message}"
-        return self._failure(message, raw=last.raw)
+        return self._failure(message, raw=last.raw, retryable=True)
 
     async def _attempt(self, state: _LoopState, body: bytes, headers: dict[str, str]) -> EvalResult | _Retryable:
         stats = self.stats
