@@ -5,7 +5,8 @@ concurrent senders to a real server whose in-flight budget and memory limit
 are small. The senders share the machine's two cores with the server, so
 pressure shows as 429/503 answers: the target is at least a third of the
 answers. A refused sender pauses briefly (the ``Retry-After`` it got, capped
-at 50 ms, so the pressure stays on) and sends its next body. Printed:
+at 50 ms, so the pressure stays on), puts the refused body back in the pool to
+be sent again, as a client would, and sends its next one. Printed:
 
 * offered and accepted spans/s, and the answers by status;
 * the server's peak RSS (its own process, and with its decode workers)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import random
 import sqlite3
@@ -67,13 +69,12 @@ class Watch(threading.Thread):
             self.peak_total = max(self.peak_total, total)
 
 
-async def sender(port: int, bodies: list[tuple[bytes, str, int]], cursor: list[int], deadline: float,
+async def sender(port: int, bodies: collections.deque[tuple[bytes, str, int]], deadline: float,
                  stats: dict[str, int], accepted: list[tuple[str, int]]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        while time.monotonic() < deadline and cursor[0] < len(bodies):
-            body, trace_id, spans = bodies[cursor[0]]
-            cursor[0] += 1
+        while time.monotonic() < deadline and bodies:
+            body, trace_id, spans = bodies.popleft()
             head = (f"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n").encode()
             writer.write(head + body)
@@ -103,6 +104,7 @@ async def sender(port: int, bodies: list[tuple[bytes, str, int]], cursor: list[i
                 stats["accepted_spans"] += spans
                 accepted.append((trace_id, spans))
             elif status in (429, 503):
+                bodies.append((body, trace_id, spans))  # as a client would: sent again later
                 await asyncio.sleep(min(retry_after, 0.05))
             if close:
                 writer.close()
@@ -115,10 +117,10 @@ async def drive(port: int, bodies: list[tuple[bytes, str, int]], senders: int, d
                 ) -> tuple[dict[str, int], list[tuple[str, int]], float]:
     stats = {"offered_spans": 0, "accepted_spans": 0}
     accepted: list[tuple[str, int]] = []
-    cursor = [0]
+    pool = collections.deque(bodies)
     started = time.monotonic()
     deadline = started + duration
-    await asyncio.gather(*(sender(port, bodies, cursor, deadline, stats, accepted) for _ in range(senders)))
+    await asyncio.gather(*(sender(port, pool, deadline, stats, accepted) for _ in range(senders)))
     return stats, accepted, time.monotonic() - started
 
 
@@ -134,7 +136,8 @@ def main() -> int:
     args = parser.parse_args()
 
     spans_per_body = 2 + 3 * args.tool_calls
-    count = args.bodies or int(args.duration * 30_000 / spans_per_body)
+    # Refused bodies go back to the pool, so only what is accepted needs a body of its own.
+    count = args.bodies or int(args.duration * 20_000 / spans_per_body)
     rng = random.Random(args.seed)
     print(f"encoding {count} sessions of {spans_per_body} spans...", flush=True)
     bodies = []

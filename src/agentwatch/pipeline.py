@@ -10,9 +10,11 @@ from agentwatch.auth import Auth
 from agentwatch.errors import Unavailable
 from agentwatch.evaluate.catalogue import load_catalogue
 from agentwatch.evaluate.engine import EvaluationWorker, Scorer
+from agentwatch.ingest.memory import GuardedBudget, MemoryGuard
 from agentwatch.ingest.receiver import Budget, DecodePool, Receiver
 from agentwatch.normalize import NormalizeOptions
 from agentwatch.normalize.pricing import PriceTable
+from agentwatch.normalize.redact import Redactor
 from agentwatch.settings import Settings
 from agentwatch.store import evaluations, retention
 from agentwatch.store.retention import RetentionPolicy
@@ -39,6 +41,8 @@ class Pipeline:
         self.options = NormalizeOptions(
             intent_attributes=settings.intent_attributes,
             prices=PriceTable.builtin().with_overrides(settings.pricing),
+            redaction=Redactor.from_section(settings.sections.get("redaction"),
+                                            settings.config_path or "agentwatch.yaml"),
         )
         self.catalogue = load_catalogue(settings.sections, settings.config_path)
         self.writer = Writer(
@@ -52,7 +56,9 @@ class Pipeline:
                                                       settings.config_path or "agentwatch.yaml")
         self.scorer = Scorer(self.store, self.catalogue, self.options)
         self.worker = EvaluationWorker(self.scorer)
-        self.budget = Budget(settings.max_inflight_bytes)
+        self.memory = MemoryGuard(settings.memory_limit_mb * 2**20) if settings.memory_limit_mb else None
+        self.budget = (GuardedBudget(settings.max_inflight_bytes, self.memory) if self.memory
+                       else Budget(settings.max_inflight_bytes))
         self.receiver = Receiver(self.writer, self.options, self.budget)
         self.auth = Auth(self.store, self.default_project_id)
         self._ticker: threading.Thread | None = None
@@ -62,6 +68,8 @@ class Pipeline:
         self._shadow(evaluations.register_evaluators(self.store.engine, self.catalogue.scored))
         self.writer.start()
         self.worker.start()
+        if self.memory is not None:
+            self.memory.start()
         if self.settings.decode_processes and self.receiver.pool is None:
             self.receiver.pool = DecodePool(self.settings.decode_processes, self.options)
         self._ticker = threading.Thread(target=self._tick, name="agentwatch-clock", daemon=True)
@@ -130,6 +138,8 @@ class Pipeline:
             self.receiver.pool = None
         self.writer.stop()
         self.worker.stop()
+        if self.memory is not None:
+            self.memory.stop()
 
     @property
     def ready(self) -> bool:

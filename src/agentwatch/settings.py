@@ -66,6 +66,12 @@ def _positive_int(value: object) -> int:
     return value
 
 
+def _non_negative_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {value!r}")
+    return value
+
+
 def _str(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"expected a non-empty string, got {value!r}")
@@ -128,6 +134,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest OTLP request body accepted, after decompression (413 beyond).", _positive_int),
     Setting("ingest.max_inflight_bytes", 128 * 1024 * 1024,
             "Bytes of requests decoded but not yet committed; beyond it ingest answers 429.", _positive_int),
+    Setting("ingest.memory_limit_mb", 0,
+            "Resident memory above which ingest answers 429 until it is back under (0: no limit).", _non_negative_int),
     Setting("ingest.max_batch_spans", 20000, "Most spans the writer commits in one transaction.", _positive_int),
     Setting("ingest.decode_workers", "auto",
             "Processes that decode and normalize OTLP/HTTP trace bodies: auto (one per core but one, at most 4) "
@@ -156,6 +164,7 @@ class Settings:
     max_body_bytes: int = 64 * 1024 * 1024
     max_inflight_bytes: int = 128 * 1024 * 1024
     max_batch_spans: int = 20000
+    memory_limit_mb: int = 0
     #: -1 means auto.
     decode_workers: int = -1
     sqlite_synchronous: str = "normal"
@@ -185,6 +194,7 @@ _FIELD_OF_KEY = {
     "ingest.max_body_bytes": "max_body_bytes",
     "ingest.max_inflight_bytes": "max_inflight_bytes",
     "ingest.max_batch_spans": "max_batch_spans",
+    "ingest.memory_limit_mb": "memory_limit_mb",
     "ingest.decode_workers": "decode_workers",
     "ingest.sqlite_synchronous": "sqlite_synchronous",
     "pricing": "pricing",
