@@ -161,3 +161,16 @@ def test_keys_scope_data_to_their_project(pipeline: Pipeline, client: TestClient
     pipeline.auth.refresh()
     assert client.get("/api/v1/sessions", headers=a).status_code == 401
     assert client.get("/api/v1/sessions", headers=b).status_code == 200
+
+
+def test_metrics_in_prometheus_format(client: TestClient) -> None:
+    send_sessions(client, 2)
+    client.post("/api/v1/admin/flush")
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {s.name: s.value for family in text_string_to_metric_families(response.text) for s in family.samples}
+    assert values["agentwatch_ingest_spans_accepted_total"] == 2 * 8
+    assert values["agentwatch_evaluations_queued"] == 0
+    assert values["agentwatch_writer_commits_total"] >= 1

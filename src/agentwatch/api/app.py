@@ -22,6 +22,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agentwatch import __version__
+from agentwatch.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from agentwatch.api.metrics import render as render_metrics
 from agentwatch.api.openapi import openapi_spec
 from agentwatch.api.views import rfc3339, score_json, session_json, span_json, span_tree
 from agentwatch.errors import AgentwatchError, BadRequest, NotFound
@@ -30,6 +32,7 @@ from agentwatch.ingest.http import make_otlp_endpoint
 from agentwatch.pipeline import Pipeline
 from agentwatch.settings import Settings
 from agentwatch.store import evaluations
+from agentwatch.store.erase import erase_user
 from agentwatch.store.store import SessionFilter
 
 logger = logging.getLogger(__name__)
@@ -112,6 +115,27 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
         project = store.project_name(project_id)
         return JSONResponse({"items": [session_json(r, project) for r in rows], "next_cursor": cursor})
 
+    async def erase(request: Request) -> JSONResponse:
+        project_id = await asyncio.to_thread(auth.project_for, request.headers)
+        q = request.query_params
+        unknown = set(q) - {"user_id"}
+        if unknown:
+            raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        user_id = q.get("user_id", "")
+        if not user_id.strip():
+            raise BadRequest("user_id: required, the user whose data to erase")
+        writer = pipeline.writer
+
+        def run() -> dict[str, int]:
+            # On the writer thread: no batch of that user's spans is half-written meanwhile, and the
+            # writer forgets which session each trace was filed under.
+            removed = erase_user(store.engine, project_id, user_id)
+            writer._forget()  # noqa: SLF001 - caches only
+            return removed
+
+        removed = await asyncio.wrap_future(writer.call(run))
+        return JSONResponse({"removed": removed})
+
     def session(request: Request) -> JSONResponse:
         project_id = auth.project_for(request.headers)
         session_id = request.path_params["session_id"]
@@ -149,7 +173,8 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
         if unknown:
             raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
         limit = _limit(q.get("limit"))
-        after = _score_cursor(q.get("cursor")) if q.get("cursor") else None
+        cursor_param = q.get("cursor")
+        after = _score_cursor(cursor_param) if cursor_param else None
         rows = evaluations.list_scores(
             store.engine, project_id, session_id=q.get("session_id"), evaluator=q.get("evaluator"),
             evaluator_version=q.get("evaluator_version"), since_ns=parse_time("since", q.get("since")),
@@ -202,6 +227,10 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
             return JSONResponse({"status": "unavailable", "reason": "writer not running"}, 503)
         return JSONResponse({"status": "ready"})
 
+    def metrics(request: Request) -> Response:
+        auth.project_for(request.headers)
+        return Response(render_metrics(pipeline), media_type=METRICS_CONTENT_TYPE)
+
     def openapi(request: Request) -> JSONResponse:
         return JSONResponse(openapi_spec(__version__))
 
@@ -211,6 +240,7 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
         Route("/v1/logs", make_otlp_endpoint(pipeline.receiver, auth.project_for, settings.max_body_bytes,
                                              "logs"), methods=["POST"]),
         Route("/api/v1/sessions", sessions, methods=["GET"]),
+        Route("/api/v1/sessions", erase, methods=["DELETE"]),
         Route("/api/v1/sessions/{session_id:path}", session, methods=["GET"]),
         Route("/api/v1/traces/{trace_id}", trace, methods=["GET"]),
         Route("/api/v1/admin/flush", flush, methods=["POST"]),
@@ -220,6 +250,7 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
     ]
 
     async def agentwatch_error(request: Request, exc: Exception) -> Response:

@@ -90,6 +90,18 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object", "properties": {
                     "items": {"type": "array", "items": {"$ref": "#/components/schemas/Session"}},
                     "next_cursor": {"type": ["string", "null"]}}}), **_ERRORS},
+            }, "delete": {
+                "summary": "Erase one user's data in the key's project",
+                "description": "Removes the sessions of the user (sessions.user_id, or any span's user id; an "
+                               "e-mail address also matches its redaction mark), their spans, log records, "
+                               "scores, queued evaluations and labels, and scrubs their ids from alerts and "
+                               "cluster examples, in one transaction. Rollups (counts and sums) stay. "
+                               "Erasing again answers zeros.",
+                "parameters": [{**_param("user_id", "the user whose data to erase"), "required": True}],
+                "responses": {"200": _json({"type": "object", "required": ["removed"], "properties": {
+                    "removed": {"type": "object", "properties": {
+                        name: {"type": "integer"} for name in ("sessions", "spans", "scores", "labels")}}}}),
+                    **_ERRORS},
             }},
             "/api/v1/sessions/{session_id}": {"get": {
                 "summary": "One session with its span tree",
@@ -116,5 +128,7 @@ def openapi_spec(version: str) -> dict[str, Any]:
             "/readyz": {"get": {"summary": "Readiness", "security": [],
                                 "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"})}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics of the server",
+                                 "responses": {"200": {"description": "Prometheus text format"}}}},
         },
     }

@@ -1,4 +1,4 @@
-"""The ``agentwatch`` command: serve, migrate, keys, version."""
+"""The ``agentwatch`` command: serve, migrate, keys, eval, erase, version."""
 
 from __future__ import annotations
 
@@ -273,6 +273,35 @@ def eval_backfill(name: str, since: str, project: str | None, wait: bool, config
     finally:
         pipeline.worker.stop()
     click.echo(f"scored {pipeline.worker.done} sessions ({pipeline.worker.failed} failed)")
+
+
+@main.command()
+@click.option("--user-id", required=True, help="The user whose sessions, spans, scores and labels to remove.")
+@click.option("--project", default=None, help="Project (default: the config's).")
+@config_option
+@database_option
+def erase(user_id: str, project: str | None, config: str | None, database_url: str | None) -> None:
+    """Erase one user's data from a project."""
+    from sqlalchemy import select
+
+    from agentwatch.store import models as m
+    from agentwatch.store.erase import erase_user
+
+    if not user_id.strip():
+        raise click.BadParameter("must not be empty", param_hint="'--user-id'")
+    settings = _settings(config, database_url)
+    name = project or settings.project
+    try:
+        store = _store(settings)
+        with store.engine.connect() as conn:
+            project_id = conn.execute(select(m.projects.c.id).where(m.projects.c.name == name)).scalar()
+        if project_id is None:
+            raise click.ClickException(f"no project {name!r}")
+        removed = erase_user(store.engine, int(project_id), user_id)
+    except AgentwatchError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(" ".join(f"{key}={value}" for key, value in removed.items()))
+    click.echo(f"erased user {user_id!r} from project {name!r}", err=True)
 
 
 def _register_traffic() -> None:
