@@ -38,7 +38,8 @@ ZERO = {"sessions": 0, "spans": 0, "scores": 0, "labels": 0}
 
 
 def test_email_mark_and_forms() -> None:
-    assert email_mark("a@b.co") == email_mark(" A@B.CO ")
+    assert email_mark("a@b.co") == email_mark("A@B.CO")
+    assert user_forms(" " + EMAIL + " ")[-1] == email_mark(EMAIL)
     assert email_mark("a@b.co").startswith("[email:") and len(email_mark("a@b.co")) == len("[email:12345678]")
     assert user_forms("user-1") == ["user-1"]
     assert user_forms(EMAIL) == [EMAIL, email_mark(EMAIL)]

@@ -100,7 +100,18 @@ def span_row(raw: RawSpan, options: NormalizeOptions) -> dict[str, Any]:
     Attributes, events and links are JSON text already, storable on every engine.
     """
     n = normalize(raw, options, content=False)
-    return {
+    redaction = options.redaction
+    if redaction.active:
+        # Redaction happens here, before storage, on the serialized JSON text: one pass per text.
+        json_text = redaction.json_text
+        attributes = json_text(dumps(raw.attributes))
+        events = json_text(dumps(raw.events)) if raw.events else None
+        links = json_text(dumps(raw.links)) if raw.links else None
+    else:
+        attributes = dumps(raw.attributes)
+        events = dumps(raw.events) if raw.events else None
+        links = dumps(raw.links) if raw.links else None
+    row = {
         "trace_id": raw.trace_id,
         "span_id": raw.span_id,
         "parent_span_id": raw.parent_span_id,
@@ -128,10 +139,13 @@ def span_row(raw: RawSpan, options: NormalizeOptions) -> dict[str, Any]:
         "scope_name": raw.scope_name or None,
         "scope_version": raw.scope_version or None,
         "resource_key": raw.resource.key,
-        "attributes": dumps(raw.attributes),
-        "events": dumps(raw.events) if raw.events else None,
-        "links": dumps(raw.links) if raw.links else None,
+        "attributes": attributes,
+        "events": events,
+        "links": links,
     }
+    if redaction.active:
+        redaction.columns(row, _REDACTED_COLUMNS)
+    return row
 
 
 _isfinite = math.isfinite
@@ -164,6 +178,9 @@ def _clean_column(value: Any) -> Any:
 #: Text columns of a span row; the JSON columns are cleaned when the writer serializes them.
 _TEXT_COLUMNS = ("_session", "name", "status_message", "error_type", "service", "agent_name", "agent_version",
                  "intent", "user_id", "provider", "model", "tool_name", "scope_name", "scope_version")
+#: Text columns redacted at ingest: every one (one pre-check covers them all; an id that is an
+#: e-mail becomes its deterministic mark, so sessions and users still group and can be erased).
+_REDACTED_COLUMNS = _TEXT_COLUMNS
 #: Above this a token count is not a real one, and a session's sum could overflow 64 bits.
 MAX_TOKENS = 2**40
 
@@ -198,6 +215,34 @@ def _clean_resource(resource: Resource) -> Resource:
     if not _dirty(resource.attributes):
         return resource
     return Resource(attributes=_clean_json(resource.attributes), key=resource.key)
+
+
+def _redact_resource(resource: Resource, options: NormalizeOptions) -> Resource:
+    redaction = options.redaction
+    if not redaction.active:
+        return resource
+    attributes = redaction.value(resource.attributes)
+    if attributes is resource.attributes:
+        return resource
+    # The key stays the hash of what was sent, so identical resources still share a row.
+    return Resource(attributes=attributes, key=resource.key)
+
+
+def _redact_record(record: RawLogRecord, options: NormalizeOptions) -> RawLogRecord:
+    """A log record's attributes, body and resource redacted (not hot: logs are few)."""
+    redaction = options.redaction
+    if not redaction.active:
+        return record
+    attributes = redaction.value(record.attributes)
+    body = redaction.value(record.body)
+    event_name = redaction.text(record.event_name) if record.event_name else record.event_name
+    scope_name = redaction.text(record.scope_name) if record.scope_name else record.scope_name
+    resource = _redact_resource(record.resource, options)
+    if (attributes is record.attributes and body is record.body and resource is record.resource
+            and event_name == record.event_name and scope_name == record.scope_name):
+        return record
+    return dataclasses.replace(record, attributes=attributes, body=body, resource=resource,
+                               event_name=event_name, scope_name=scope_name)
 
 
 def _clean_record(record: RawLogRecord) -> RawLogRecord:
@@ -264,7 +309,7 @@ def prepare_spans(decoded: DecodedTraces, options: NormalizeOptions) -> Prepared
             continue
         rows.append(_clean_row(span_row(raw, options)))
         if raw.resource.key not in resources:
-            resources[raw.resource.key] = _clean_resource(raw.resource)
+            resources[raw.resource.key] = _redact_resource(_clean_resource(raw.resource), options)
     return PreparedTraces(rows, list(resources.values()), rejected, errors)
 
 
@@ -371,7 +416,7 @@ class Receiver:
                 if len(errors) < MAX_ERRORS:
                     errors.append(f"log record of span {record.span_id}: time_unix_nano must be below 2^63")
                 continue
-            records.append(_clean_record(record))
+            records.append(_redact_record(_clean_record(record), self.options))
         if records:
             resources = list({r.resource.key: r.resource for r in records}.values())
             batch = WriteBatch(project_id=project_id, logs=records, resources=resources)

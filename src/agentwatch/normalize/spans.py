@@ -40,6 +40,7 @@ from agentwatch.normalize.conventions import (
     provider_name,
 )
 from agentwatch.normalize.pricing import PriceTable
+from agentwatch.normalize.redact import Redactor
 
 _PRICED_KINDS = frozenset({"llm", "embedding"})
 _TRACELOOP_PROPERTIES = "traceloop.association.properties."
@@ -53,6 +54,8 @@ class NormalizeOptions:
     #: looked up as ``traceloop.association.properties.<name>``.
     intent_attributes: tuple[str, ...] = ("agentwatch.intent", "app.intent", "intent")
     prices: PriceTable = field(default_factory=PriceTable.builtin)
+    #: What ingest redacts before storing (e-mails and card numbers by default); see ``docs/redaction.md``.
+    redaction: Redactor = field(default_factory=Redactor)
     intent_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -19,7 +19,6 @@ transaction. Register new tables there.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -43,6 +42,7 @@ from sqlalchemy import (
     update,
 )
 
+from agentwatch.normalize.redact import email_mark
 from agentwatch.store import models as m
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -51,21 +51,11 @@ _CHUNK = 500
 ERASED = "[erased]"
 
 
-def email_mark(address: str) -> str:
-    """The deterministic redaction mark of an e-mail address.
-
-    Same formula as ingest redaction: ``[email:`` + the first 8 hex digits of
-    the SHA-256 of the lower-cased address + ``]``. (Kept local until the
-    redaction module offers one to share.)
-    """
-    return f"[email:{hashlib.sha256(address.strip().lower().encode('utf-8')).hexdigest()[:8]}]"
-
-
 def user_forms(user_id: str) -> list[str]:
     """Every form the user id may be stored under."""
     forms = [user_id]
     if _EMAIL.fullmatch(user_id.strip()):
-        mark = email_mark(user_id)
+        mark = email_mark(user_id.strip())
         if mark not in forms:
             forms.append(mark)
     return forms
