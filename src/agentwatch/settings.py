@@ -239,18 +239,30 @@ def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "unknown line"
+        position = getattr(exc, "position", None)
+        if mark is not None:
+            where = f"line {mark.line + 1}"
+        elif position is not None:  # a character YAML does not allow (a NUL, a control character)
+            where = f"line {text[:position].count(chr(10)) + 1}"
+        else:
+            where = "unknown line"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}, {where}: the YAML does not parse: {problem}") from exc
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        # A tagged or implicit scalar its constructor refuses (``!!int x``, ``2020-13-45``).
+        raise ConfigError(f"{path}, line {_failing_scalar_line(text)}: a value cannot be read: {exc}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}, line 1: the top level must be a mapping of settings")
-    values: dict[str, Any] = {"sections": {}}
+    sections = _Mapping({}, {})
+    values: dict[str, Any] = {"sections": sections}
     for key, value in data.items():
         line = _line_of(data, key)
         if key in _SECTIONS_OF_LATER_STAGES:
-            values["sections"][key] = value
+            sections[key] = value
+            if line is not None:
+                sections.lines[key] = line
             continue
         if key in ("project", "database_url", "public_url", "pricing"):
             _set(values, path, line, key, value)
@@ -270,6 +282,29 @@ def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         known = ", ".join(sorted({k.split(".")[0] for k in _BY_KEY} | _SECTIONS_OF_LATER_STAGES))
         raise ConfigError(f"{path}, line {line}, key {key}: unknown top-level key (known: {known})")
     return values
+
+
+def _failing_scalar_line(text: str) -> str:
+    """The line of the first scalar the safe constructor refuses, found by composing without constructing."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return "?"
+    loader = yaml.SafeLoader("")
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop(0)
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                loader.construct_object(node)
+            except Exception:  # noqa: BLE001 - any refusal is the one we are looking for
+                return str(node.start_mark.line + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                stack.extend((key_node, value_node))
+    return "?"
 
 
 def _set(values: dict[str, Any], path: Path, line: int | None, key: str, value: object) -> None:

@@ -203,7 +203,8 @@ def load_catalogue(sections: Mapping[str, Any], config_path: str | None = None) 
     where = config_path or "agentwatch.yaml"
     sampling = sections.get("sampling") or {}
     if not isinstance(sampling, Mapping):
-        raise ConfigError(f"{where}, key sampling: expected a mapping like {{default_rate: 0.05}}")
+        raise ConfigError(f"{where}, line {_line(sections, 'sampling')}, key sampling: expected a mapping like "
+                          "{default_rate: 0.05}")
     unknown = set(sampling) - {"default_rate"}
     if unknown:
         key = sorted(unknown)[0]
@@ -212,7 +213,8 @@ def load_catalogue(sections: Mapping[str, Any], config_path: str | None = None) 
     default_rate = _rate(where, sampling, "default_rate", "sampling.default_rate", 0.05)
     entries = sections.get("evaluators") or []
     if not isinstance(entries, list):
-        raise ConfigError(f"{where}, key evaluators: expected a list of evaluators")
+        raise ConfigError(f"{where}, line {_line(sections, 'evaluators')}, key evaluators: expected a list of "
+                          "evaluators")
     if config_path:
         folder = str(Path(config_path).resolve().parent)
         if folder not in sys.path:
@@ -220,7 +222,7 @@ def load_catalogue(sections: Mapping[str, Any], config_path: str | None = None) 
     specs: list[EvaluatorSpec] = []
     seen: set[str] = set()
     for index, entry in enumerate(entries):
-        spec = _spec(where, index, entry)
+        spec = _spec(where, index, entry, sections)
         if spec.name in seen:
             raise ConfigError(f"{where}, line {_line(entry, 'name')}, key evaluators[{index}].name: "
                               f"{spec.name!r} is declared twice")
@@ -230,7 +232,11 @@ def load_catalogue(sections: Mapping[str, Any], config_path: str | None = None) 
 
 
 def _line(mapping: Any, key: str) -> str:
-    line = getattr(mapping, "lines", {}).get(key)
+    """The line of ``key``; for a key that is missing, the line where the mapping starts."""
+    lines = getattr(mapping, "lines", {})
+    line = lines.get(key)
+    if line is None and lines:
+        line = min(lines.values())
     return str(line) if line is not None else "?"
 
 
@@ -244,10 +250,11 @@ def _rate(where: str, mapping: Mapping[str, Any], key: str, dotted: str, default
     return float(value)
 
 
-def _spec(where: str, index: int, entry: Any) -> EvaluatorSpec:
+def _spec(where: str, index: int, entry: Any, sections: Mapping[str, Any]) -> EvaluatorSpec:
     at = f"evaluators[{index}]"
     if not isinstance(entry, Mapping):
-        raise ConfigError(f"{where}, key {at}: expected a mapping with name and kind")
+        raise ConfigError(f"{where}, line {_line(sections, 'evaluators')}, key {at}: expected a mapping with name "
+                          "and kind")
 
     def fail(key: str, message: str) -> ConfigError:
         return ConfigError(f"{where}, line {_line(entry, key)}, key {at}.{key}: {message}")

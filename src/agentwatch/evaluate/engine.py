@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+from agentwatch.errors import NotFound
 from agentwatch.evaluate.base import EvalResult, Evaluator
 from agentwatch.evaluate.build import build
 from agentwatch.evaluate.catalogue import EXTERNAL_VERSION, Catalogue, EvaluatorSpec
@@ -253,9 +254,14 @@ class EvaluationWorker:
         scorer = self.scorer
         try:
             view = await asyncio.to_thread(scorer.load, job.project_id, job.session_id)
-        except Exception:  # noqa: BLE001
-            logger.exception("loading session %s for evaluation failed", job.session_id)
+        except NotFound:
+            # Erased, or merged into another session when its trace named one: nothing to score.
+            logger.info("session %s is gone; its evaluation job is dropped", job.session_id)
             view = None
+        except Exception:  # noqa: BLE001 - the job stays leased and is taken again after its lease
+            self.failed += 1
+            logger.exception("loading session %s for evaluation failed; it will be retried", job.session_id)
+            return
         try:
             if view is None:
                 await asyncio.to_thread(self._drop, job)

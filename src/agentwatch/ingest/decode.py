@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,11 +272,44 @@ def _json_message(body: bytes, message_type: Any, layout: tuple[tuple[str, str],
         raise DecodeError(f"JSON body does not parse: {exc}") from exc
     if not isinstance(document, dict):
         raise DecodeError(f"JSON body must be an object, got {type(document).__name__}")
+    if _may_hold_surrogates(body) and _has_lone_surrogate(document):
+        # protobuf cannot hold one: as a field name it even fails outside ParseDict's own errors.
+        raise DecodeError("JSON body holds a lone UTF-16 surrogate (U+D800 to U+DFFF, unpaired): "
+                          "not valid Unicode")
     _rewrite_ids(document, layout, 0, "")
     try:
         return json_format.ParseDict(document, message_type(), ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise DecodeError(f"JSON body is not a valid {message_type.DESCRIPTOR.name}: {exc}") from exc
+
+
+#: ``\ud800``-style escapes, and surrogates encoded as UTF-8 (``json.loads`` decodes bytes with surrogatepass).
+_SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+
+
+def _may_hold_surrogates(body: bytes) -> bool:
+    # UTF-16 and UTF-32 bodies (json.loads detects them by NULs or a byte order mark) are always checked.
+    return bool(_SURROGATE_HINT.search(body)) or body[:1] in (b"\xff", b"\xfe") or b"\x00" in body[:4]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(document: Any) -> bool:
+    """Whether a key or string anywhere in the parsed document is not valid Unicode (iterative: no depth limit)."""
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if _SURROGATE.search(key):
+                    return True
+                stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and _SURROGATE.search(node):
+            return True
+    return False
 
 
 def _rewrite_ids(node: dict[str, Any], layout: tuple[tuple[str, str], ...], depth: int, path: str) -> None:

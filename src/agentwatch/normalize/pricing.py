@@ -62,6 +62,9 @@ class ModelPrice:
         return micro / 1_000_000
 
 
+#: Token counts at or above this are not real ones and get no cost.
+MAX_TOKENS = 2**40
+
 BUILTIN_PRICES: dict[str, ModelPrice] = {
     "gpt-4o": ModelPrice(2.50, 10.00, cache_read=1.25),
     "gpt-4o-2024-05-13": ModelPrice(5.00, 15.00),
@@ -178,6 +181,9 @@ class PriceTable:
         price = self.lookup(model, provider)
         if price is None:
             return None
+        counts = (tokens_in, tokens_out, cache_read, cache_write)
+        if any(n is not None and not 0 <= n < MAX_TOKENS for n in counts):
+            return None  # not a real token count: no cost rather than an overflow
         return price.cost(tokens_in, tokens_out, cache_read, cache_write)
 
     def _match(self, model: str, provider: str | None) -> ModelPrice | None:

@@ -106,6 +106,13 @@ def pending(engine: Engine, project_id: int | None = None, reason: str | None = 
         return int(conn.execute(query).scalar_one())
 
 
+def postpone(engine: Engine, job_id: int, delay_s: float) -> None:
+    """Leave a job for later: it stays leased until then, and is taken again after."""
+    with engine.begin() as conn:
+        conn.execute(update(m.eval_jobs).where(m.eval_jobs.c.id == job_id)
+                     .values(lease_until=utcnow() + timedelta(seconds=delay_s)))
+
+
 def finish(conn: Connection, job_id: int) -> None:
     conn.execute(delete(m.eval_jobs).where(m.eval_jobs.c.id == job_id))
 
