@@ -62,5 +62,5 @@ class PipelineCollector:
 
 def render(pipeline: Pipeline) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PipelineCollector(pipeline))  # type: ignore[arg-type]
+    registry.register(PipelineCollector(pipeline))
     return generate_latest(registry)

@@ -129,8 +129,9 @@ class Scorer:
                     continue
                 spec = self.catalogue.external_spec(str(name))
                 value = evaluation.get("score")
-                valid = (isinstance(value, (int, float)) and not isinstance(value, bool)
-                         and math.isfinite(value) and 0.0 <= value <= 1.0)
+                score = (float(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
+                         and math.isfinite(value) and 0.0 <= value <= 1.0 else None)
+                valid = score is not None
                 label = evaluation.get("label")
                 rows.append({
                     "project_id": _project_id(view),
@@ -139,8 +140,8 @@ class Scorer:
                     "evaluator": spec.name,
                     "evaluator_version": EXTERNAL_VERSION,
                     "status": "ok" if valid else "error",
-                    "score": float(value) if valid else None,
-                    "passed": spec.passed(float(value)) if valid else None,
+                    "score": score,
+                    "passed": spec.passed(score),
                     "threshold": spec.threshold,
                     "direction": spec.direction,
                     "reason": evaluation.get("explanation") or (f"label {label}" if label else None),
