@@ -6,17 +6,21 @@ import logging
 import threading
 import time
 
+from sqlalchemy import Connection, select
+
 from agentwatch.auth import Auth
 from agentwatch.errors import Unavailable
 from agentwatch.evaluate.catalogue import load_catalogue
 from agentwatch.evaluate.engine import EvaluationWorker, Scorer
 from agentwatch.ingest.memory import GuardedBudget, MemoryGuard
 from agentwatch.ingest.receiver import Budget, DecodePool, Receiver
+from agentwatch.monitor import rollups
 from agentwatch.normalize import NormalizeOptions
 from agentwatch.normalize.pricing import PriceTable
 from agentwatch.normalize.redact import Redactor
 from agentwatch.settings import Settings
 from agentwatch.store import evaluations, retention
+from agentwatch.store import models as m
 from agentwatch.store.retention import RetentionPolicy
 from agentwatch.store.store import Store
 from agentwatch.store.writer import Writer
@@ -50,7 +54,7 @@ class Pipeline:
             idle_timeout_s=settings.idle_timeout,
             allowed_lateness_s=settings.allowed_lateness,
             max_batch_spans=settings.max_batch_spans,
-            on_complete=lambda conn, project_id, session_ids: evaluations.enqueue(conn, project_id, session_ids),
+            on_complete=self._on_complete,
         )
         self.retention = RetentionPolicy.from_section(settings.sections.get("retention"),
                                                       settings.config_path or "agentwatch.yaml")
@@ -74,6 +78,17 @@ class Pipeline:
             self.receiver.pool = DecodePool(self.settings.decode_processes, self.options)
         self._ticker = threading.Thread(target=self._tick, name="agentwatch-clock", daemon=True)
         self._ticker.start()
+
+    @staticmethod
+    def _on_complete(conn: Connection, project_id: int, session_ids: list[str]) -> None:
+        """In the transaction that completes sessions: queue their evaluation, count them in rollups."""
+        evaluations.enqueue(conn, project_id, session_ids)
+        s = m.sessions.c
+        for i in range(0, len(session_ids), 500):
+            chunk = session_ids[i : i + 500]
+            rows = conn.execute(select(s.service, s.agent_version, s.intent, s.start_ns, s.end_ns, s.errors,
+                                       s.cost_usd).where(s.project_id == project_id, s.session_id.in_(chunk)))
+            rollups.apply_sessions(conn, project_id, [dict(r._mapping) for r in rows])
 
     def _shadow(self, new_versions: list[tuple[str, str]]) -> None:
         """A new version of a known evaluator scores the baseline window's retained sampled sessions,

@@ -5,6 +5,7 @@ group by ``agentwatch.cli``::
 
     agentwatch replay --duration 1h --rate 120 --flush          # the last hour of a support agent
     agentwatch replay --live                                    # real time, until Ctrl-C
+    agentwatch replay --start 2026-01-01T00:00:00Z --duration 4d --incident new_tool_error --flush
     agentwatch import shared/data/tau-bench/gpt-4o-airline-dev.json --flush
 """
 
@@ -84,10 +85,13 @@ def _summary(result: SendResult, flushed: dict[str, Any] | None) -> str:
 @click.option("--agent-version", default="1.0.0", show_default=True, help="service.version of the agent.")
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64),
               help="Requests in flight at once.")
+@click.option("--incident", "incidents", multiple=True, metavar="NAME[@START]",
+              help="Switch on an incident (new_tool_error, off_policy_refund, new_agent_version, slow_intent, "
+                   "goal_failures) from START [default: 10:00 UTC on day 3 of the replay]. Repeatable.")
 def replay(url: str, api_key: str | None, seed: int, start: str | None, duration: str, rate: float, live: bool,
-           flush: bool, agent_version: str, concurrency: int) -> None:
+           flush: bool, agent_version: str, concurrency: int, incidents: tuple[str, ...]) -> None:
     """Send a simulated support agent's sessions over OTLP, in event time."""
-    from agentwatch.traffic import Generator, send
+    from agentwatch.traffic import Generator, incident_from_spec, send
     from agentwatch.traffic import flush as flush_server
 
     seconds = _duration_s(duration)
@@ -102,7 +106,12 @@ def replay(url: str, api_key: str | None, seed: int, start: str | None, duration
         start_ns = parse_time(start)
     else:
         start_ns = now_ns - int(seconds * NS_PER_S)
-    generator = Generator(seed=seed, start_ns=start_ns, sessions_per_hour=rate, agent_version=agent_version)
+    try:
+        chosen = [incident_from_spec(spec, start_ns) for spec in incidents]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--incident'") from None
+    generator = Generator(seed=seed, start_ns=start_ns, sessions_per_hour=rate, agent_version=agent_version,
+                          incidents=chosen)
     sessions = generator.sessions(until_ns=start_ns + int(seconds * NS_PER_S))
     try:
         result = send(sessions, url, api_key=api_key, concurrency=concurrency, pace="live" if live else "max")

@@ -24,6 +24,7 @@ from agentwatch.evaluate.base import EvalResult, Evaluator
 from agentwatch.evaluate.build import build
 from agentwatch.evaluate.catalogue import EXTERNAL_VERSION, Catalogue, EvaluatorSpec
 from agentwatch.evaluate.session import SessionView
+from agentwatch.monitor import rollups
 from agentwatch.normalize import NormalizeOptions
 from agentwatch.sample import included
 from agentwatch.store import evaluations as ev
@@ -176,7 +177,7 @@ class Scorer:
         flagged = any(r["passed"] is False or r["status"] == "error" for r in rows)
         with self.store.engine.begin() as conn:
             ev.ensure_external(conn, {r["evaluator"] for r in rows if r["evaluator_version"] == EXTERNAL_VERSION})
-            ev.write_scores(conn, rows)
+            rollups.apply_scores(conn, project_id, view.summary, ev.write_scores(conn, rows))
             if reason == "complete":
                 ev.mark_evaluated(conn, project_id, view.session_id, flagged=flagged,
                                   sampled=included(view.session_id, self.catalogue.default_rate))

@@ -117,24 +117,33 @@ def finish(conn: Connection, job_id: int) -> None:
     conn.execute(delete(m.eval_jobs).where(m.eval_jobs.c.id == job_id))
 
 
-def write_scores(conn: Connection, rows: list[dict[str, Any]]) -> int:
-    """Insert scores; one already written (same session, span, evaluator, version) is kept."""
+def write_scores(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Insert scores; answers the rows that were new (one already written is kept as it was).
+
+    What is answered is what the insert itself reports, so two workers racing on
+    one session never both count the same score.
+    """
     if not rows:
-        return 0
+        return []
     now = utcnow()
     for row in rows:
         row.setdefault("created_at", now)
-    stmt = _insert(conn.dialect.name, m.scores).on_conflict_do_nothing(
-        index_elements=["project_id", "session_id", "span_id", "evaluator", "evaluator_version"])
-    result = conn.execute(stmt, rows)
-    used = {(r["evaluator"], r["evaluator_version"]) for r in rows}
+    s = m.scores.c
+    stmt = (
+        _insert(conn.dialect.name, m.scores)
+        .on_conflict_do_nothing(index_elements=["project_id", "session_id", "span_id", "evaluator",
+                                                "evaluator_version"])
+        .returning(s.span_id, s.evaluator, s.evaluator_version)
+    )
+    inserted = {(r[0], r[1], r[2]) for r in conn.execute(stmt, rows)}
+    new = [r for r in rows if (r["span_id"], r["evaluator"], r["evaluator_version"]) in inserted]
     e = m.evaluators.c
-    for name, version in used:
+    for name, version in {(r["evaluator"], r["evaluator_version"]) for r in new}:
         conn.execute(update(m.evaluators)
                      .where(e.project_id == GLOBAL_PROJECT, e.name == name, e.version == version,
                             e.first_used_at.is_(None))
                      .values(first_used_at=now))
-    return int(result.rowcount or 0)
+    return new
 
 
 def mark_evaluated(conn: Connection, project_id: int, session_id: str, *, flagged: bool, sampled: bool) -> None:

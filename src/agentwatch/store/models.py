@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -288,3 +289,29 @@ Index("ix_eval_jobs_state", eval_jobs.c.state, eval_jobs.c.id)
 #: A completed session is queued once; backfill and shadow jobs may repeat.
 Index("ux_eval_jobs_session", eval_jobs.c.project_id, eval_jobs.c.session_id, unique=True,
       sqlite_where=eval_jobs.c.reason == "complete", postgresql_where=eval_jobs.c.reason == "complete")
+
+#: Per-minute event-time buckets of each series (see agentwatch.monitor.rollups).
+rollups = Table(
+    "rollups",
+    metadata,
+    Column("project_id", IdType, primary_key=True),
+    Column("minute_ns", BigInteger, primary_key=True),
+    Column("service", Text, primary_key=True),
+    Column("agent_version", Text, primary_key=True),
+    Column("intent", Text, primary_key=True),
+    #: An evaluator's name, or _session for the sessions themselves.
+    Column("dimension", Text, primary_key=True),
+    #: Empty for _session buckets.
+    Column("evaluator_version", String(32), primary_key=True),
+    Column("count", Float, nullable=False),
+    Column("weighted_count", Float, nullable=False),
+    Column("weighted_sum", Float, nullable=False),
+    Column("weighted_sum_sq", Float, nullable=False),
+    Column("failures", Float, nullable=False),
+    Column("weighted_failures", Float, nullable=False),
+    Column("errors", Float, nullable=False),
+    #: DDSketch protobufs of session latency (ms) and cost (USD), _session buckets only.
+    Column("latency_sketch", LargeBinary),
+    Column("cost_sketch", LargeBinary),
+)
+Index("ix_rollups_dimension", rollups.c.project_id, rollups.c.dimension, rollups.c.minute_ns)

@@ -104,6 +104,19 @@ class Conditions:
     rates: Rates = Rates()
     #: Multiplies every model, tool and retrieval latency.
     latency_factor: float = 1.0
+    #: Extra failures of one tool with an error kind of its own (steady traffic has none).
+    tool_faults: tuple[ToolFault, ...] = ()
+    #: Per session with tools: the agent gives up before its first tool call and apologises.
+    give_up: float = 0.0
+
+
+@dataclass(frozen=True)
+class ToolFault:
+    """``tool`` fails in ``rate`` of its calls with ``kind`` (status ERROR, never silent)."""
+
+    tool: str
+    rate: float
+    kind: ErrorKind
 
 
 class Incident(Protocol):
@@ -111,7 +124,9 @@ class Incident(Protocol):
 
     ``adjust`` is called for every session, in incident order, with the
     session's event-time start and intent; it returns the conditions to use
-    (the ones it got when the incident is not active then).
+    (the ones it got when the incident is not active then). An incident may
+    also have ``name`` (recorded in the truth of the sessions it changed) and
+    ``bind(generator) -> Incident``, called once by the generator.
     """
 
     def adjust(self, conditions: Conditions, *, start_ns: int, intent: str) -> Conditions: ...
@@ -125,7 +140,8 @@ class ToolError:
     tool: str
     call_id: str
     span_id: str
-    #: One of ``ERROR_KINDS``' names: timeout, upstream_503, rate_limited, expired_token.
+    #: One of ``ERROR_KINDS``' names: timeout, upstream_503, rate_limited, expired_token; or the name
+    #: of a :class:`ToolFault`'s kind.
     kind: str
     #: True: status UNSET and an error-shaped result ("looks like success").
     silent: bool
@@ -172,6 +188,11 @@ class SessionTruth:
     tool_errors: tuple[ToolError, ...] = ()
     unsupported_claims: tuple[UnsupportedClaim, ...] = ()
     policy_violations: tuple[PolicyViolation, ...] = ()
+    #: The customer's request was not carried out: the agent apologised and stopped, or confirmed an
+    #: action that silently failed (a refusal under policy is not a failure).
+    goal_failed: bool = False
+    #: Names of the incidents that changed this session's conditions.
+    incidents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -476,7 +497,6 @@ class Generator:
         self.start_ns = start_ns
         self.sessions_per_hour = sessions_per_hour
         self.conditions = Conditions(agent_version=agent_version, model=model, rates=rates or Rates())
-        self.incidents = tuple(incidents)
         self.cycle = cycle or DailyCycle()
         self.service_name = service_name
         self.agent_name = agent_name
@@ -484,6 +504,10 @@ class Generator:
         self.single_trace_share = single_trace_share
         ids = random.Random(f"agentwatch.traffic:{seed}:replicas")
         self.instance_ids = tuple(str(uuid.UUID(int=ids.getrandbits(128), version=4)) for _ in range(replicas))
+        self.incidents: tuple[Incident, ...] = ()
+        self.incidents = tuple(
+            bind(self) if (bind := getattr(incident, "bind", None)) is not None else incident
+            for incident in incidents)
 
     def arrivals(self) -> Iterator[int]:
         """Session start times (ns): Poisson arrivals thinned by the daily cycle."""
@@ -507,11 +531,23 @@ class Generator:
         rng = random.Random(f"agentwatch.traffic:{self.seed}:session:{index}")
         intent = rng.choices([name for name, _ in INTENTS], weights=[w for _, w in INTENTS])[0]
         conditions = self.conditions
+        touched: list[str] = []
         for incident in self.incidents:
-            conditions = incident.adjust(conditions, start_ns=start_ns, intent=intent)
+            adjusted = incident.adjust(conditions, start_ns=start_ns, intent=intent)
+            if adjusted != conditions:
+                touched.append(getattr(incident, "name", type(incident).__name__))
+            conditions = adjusted
         conversation = _Conversation(self, rng, intent, start_ns, conditions)
+        conversation.incidents = tuple(touched)
         _SCENARIOS[intent](conversation)
         return conversation.finish()
+
+    def planned(self) -> Iterator[tuple[int, int, str]]:
+        """``(index, start_ns, intent)`` of every session, forever, without generating them."""
+        names, weights = [name for name, _ in INTENTS], [w for _, w in INTENTS]
+        for index, start_ns in enumerate(self.arrivals()):
+            rng = random.Random(f"agentwatch.traffic:{self.seed}:session:{index}")
+            yield index, start_ns, rng.choices(names, weights=weights)[0]
 
 
 # ---------------------------------------------------------------- one session
@@ -565,6 +601,8 @@ class _Conversation:
         self.tool_errors: list[ToolError] = []
         self.claims: list[UnsupportedClaim] = []
         self.violations: list[PolicyViolation] = []
+        self.goal_failed = False
+        self.incidents: tuple[str, ...] = ()
         self._session_root: tuple[TraceBuilder, bytes] | None = None
 
     # -- time
@@ -620,7 +658,7 @@ class _Conversation:
             intent=self.intent, conditions=self.conditions, turns=self.turns,
             trace_ids=tuple(trace.trace_id.hex() for trace in self.traces), tool_calls=self.tool_calls,
             tool_errors=tuple(self.tool_errors), unsupported_claims=tuple(self.claims),
-            policy_violations=tuple(self.violations))
+            policy_violations=tuple(self.violations), goal_failed=self.goal_failed, incidents=self.incidents)
         end_ns = max(span.end_time_unix_nano for span in spans)
         return GeneratedSession(self.start_ns, end_ns, self.session_id, self.intent,
                                 export_request(resource, spans), truth)
@@ -768,6 +806,8 @@ class _Turn:
         conv = self.conv
         rng = conv.rng
         rates = conv.rates
+        if conv.tool_calls == 0 and conv.conditions.give_up > 0 and rng.random() < conv.conditions.give_up:
+            return _ToolOutcome(None)  # the model answers without calling any tool
         call_id = "call_" + random_token(rng, 24)
         self._chat([tool_call_part(call_id, name, arguments)], "tool_calls")
         self.messages.append({"role": "assistant", "parts": [tool_call_part(call_id, name, arguments)]})
@@ -782,7 +822,12 @@ class _Turn:
             "gen_ai.tool.call.arguments": compact_json(arguments),
         }
         start = conv.t
-        failure = ERROR_KINDS[rng.randrange(len(ERROR_KINDS))] if rng.random() < rates.tool_error else None
+        fault = next((f for f in conv.conditions.tool_faults if f.tool == name), None)
+        if fault is not None and rng.random() < fault.rate:
+            failure: ErrorKind | None = fault.kind
+        else:
+            fault = None
+            failure = ERROR_KINDS[rng.randrange(len(ERROR_KINDS))] if rng.random() < rates.tool_error else None
         if failure is None:
             text = json.dumps(result)
             attributes["gen_ai.tool.call.result"] = text
@@ -794,7 +839,7 @@ class _Turn:
             return _ToolOutcome(result)
 
         end = start + int(rng.uniform(*failure.duration_ms) * NS_PER_MS)
-        silent = rng.random() < rates.silent_error_share
+        silent = fault is None and rng.random() < rates.silent_error_share
         if silent:
             text = json.dumps(failure.silent_result)
             attributes["gen_ai.tool.call.result"] = text
@@ -802,6 +847,7 @@ class _Turn:
                            attributes)
             self._tool_response(call_id, text, end)
             masked = maskable and rng.random() < rates.masked_share
+            conv.goal_failed = conv.goal_failed or masked
             self._record_error(name, call_id, span_id, failure, silent=True, recovered=False, masked=masked)
             return _ToolOutcome(None, masked=masked)
 
@@ -885,6 +931,7 @@ def _closing(conv: _Conversation, follow_ups: Sequence[_FollowUp], *, failed: bo
     """Optional follow-up question answered from the knowledge base, then optional thanks."""
     rng = conv.rng
     if failed:
+        conv.goal_failed = True
         if rng.random() < 0.4:
             conv.turn(rng.choice(("Ok, I'll try again later.", "That's annoying. I'll check back tomorrow.")))\
                 .reply("Sorry for the trouble, {name}. We're on it.", name=conv.customer.first_name)

@@ -1,0 +1,196 @@
+"""Per-minute rollups in event time: what every check reads instead of sessions.
+
+A bucket is one event-time minute of one series: project, service, agent
+version, intent, dimension (an evaluator's name, or ``_session`` for the
+sessions themselves) and evaluator version. It holds the count, the
+Horvitz-Thompson weighted count and sums (each score weighted by 1 / its
+inclusion probability), the weighted sum of squares, failures and
+evaluation errors; the ``_session`` buckets also hold mergeable DDSketch
+quantile sketches of session latency and cost. Buckets are updated in the
+transaction that writes the scores or completes the sessions, so late data
+lands in the minute it belongs to, and checks cost time in proportion to
+the buckets they read, never to the sessions stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from ddsketch import DDSketch
+from ddsketch.pb.ddsketch_pb2 import DDSketch as DDSketchMessage
+from ddsketch.pb.proto import DDSketchProto
+from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from agentwatch.store import models as m
+
+MINUTE_NS = 60 * 1_000_000_000
+SESSION_DIMENSION = "_session"
+#: Sketches keep 1% relative accuracy.
+RELATIVE_ACCURACY = 0.01
+_ADDED = ("count", "weighted_count", "weighted_sum", "weighted_sum_sq", "failures", "weighted_failures", "errors")
+
+
+def new_sketch() -> DDSketch:
+    # The plain sketch: its protobuf form reads back into the same kind, so stored sketches merge.
+    return DDSketch(relative_accuracy=RELATIVE_ACCURACY)
+
+
+def sketch_to_bytes(sketch: Any) -> bytes:
+    return bytes(DDSketchProto.to_proto(sketch).SerializeToString())  # type: ignore[no-untyped-call]
+
+
+def sketch_from_bytes(data: bytes | None) -> Any:
+    if not data:
+        return new_sketch()
+    message = DDSketchMessage()
+    message.ParseFromString(data)
+    return DDSketchProto.from_proto(message)  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True)
+class Key:
+    project_id: int
+    minute_ns: int
+    service: str
+    agent_version: str
+    intent: str
+    dimension: str
+    evaluator_version: str
+
+    def where(self) -> Any:
+        r = m.rollups.c
+        return and_(*(r[name] == value for name, value in self.__dict__.items()))
+
+
+def _key(project_id: int, time_ns: int, summary: Mapping[str, Any], dimension: str, version: str) -> Key:
+    return Key(project_id, time_ns - time_ns % MINUTE_NS, summary.get("service") or "",
+               summary.get("agent_version") or "", summary.get("intent") or "", dimension, version)
+
+
+def score_deltas(project_id: int, summary: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]
+                 ) -> dict[Key, dict[str, float]]:
+    """Bucket increments for score rows of one session (shadow scores are kept out of the series)."""
+    out: dict[Key, dict[str, float]] = {}
+    for row in rows:
+        if row.get("shadow"):
+            continue
+        key = _key(project_id, int(row["event_time_ns"]), summary, row["evaluator"], row["evaluator_version"])
+        delta = out.setdefault(key, dict.fromkeys(_ADDED, 0.0))
+        delta["count"] += 1
+        if row["status"] != "ok" or row["score"] is None:
+            delta["errors"] += 1
+            continue
+        weight = 1.0 / max(float(row["inclusion_probability"]), 1e-9)
+        score = float(row["score"])
+        delta["weighted_count"] += weight
+        delta["weighted_sum"] += weight * score
+        delta["weighted_sum_sq"] += weight * score * score
+        if row["passed"] is False:
+            delta["failures"] += 1
+            delta["weighted_failures"] += weight
+    return out
+
+
+def apply_scores(conn: Connection, project_id: int, summary: Mapping[str, Any],
+                 rows: Iterable[Mapping[str, Any]]) -> None:
+    _add(conn, score_deltas(project_id, summary, rows))
+
+
+def apply_sessions(conn: Connection, project_id: int, sessions: Iterable[Mapping[str, Any]]) -> None:
+    """Count completed sessions in the minute they ended, with their latency and cost in sketches."""
+    deltas: dict[Key, dict[str, float]] = {}
+    sketches: dict[Key, tuple[Any, Any]] = {}
+    for session in sessions:
+        key = _key(project_id, int(session["end_ns"]), session, SESSION_DIMENSION, "")
+        delta = deltas.setdefault(key, dict.fromkeys(_ADDED, 0.0))
+        delta["count"] += 1
+        delta["weighted_count"] += 1
+        if session["errors"]:
+            delta["errors"] += 1
+        latency, cost = sketches.setdefault(key, (new_sketch(), new_sketch()))
+        latency.add(max((session["end_ns"] - session["start_ns"]) / 1e6, 0.0))
+        cost.add(max(float(session["cost_usd"] or 0.0), 0.0))
+    _add(conn, deltas)
+    r = m.rollups.c
+    for key, (latency, cost) in sketches.items():
+        query = select(r.latency_sketch, r.cost_sketch).where(key.where())
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        stored = conn.execute(query).one()
+        merged_latency, merged_cost = sketch_from_bytes(stored[0]), sketch_from_bytes(stored[1])
+        merged_latency.merge(latency)
+        merged_cost.merge(cost)
+        conn.execute(update(m.rollups).where(key.where()).values(
+            latency_sketch=sketch_to_bytes(merged_latency), cost_sketch=sketch_to_bytes(merged_cost)))
+
+
+def _add(conn: Connection, deltas: Mapping[Key, Mapping[str, float]]) -> None:
+    if not deltas:
+        return
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(m.rollups)
+    c = m.rollups.c
+    stmt = insert.on_conflict_do_update(
+        index_elements=list(Key.__dataclass_fields__),
+        set_={name: c[name] + insert.excluded[name] for name in _ADDED},
+    )
+    conn.execute(stmt, [{**key.__dict__, **delta} for key, delta in sorted(deltas.items(), key=lambda kv: str(kv[0]))])
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Sums over buckets: enough for means, standard errors and failure ratios."""
+
+    count: float
+    weighted_count: float
+    weighted_sum: float
+    weighted_sum_sq: float
+    failures: float
+    weighted_failures: float
+    errors: float
+
+    @property
+    def mean(self) -> float | None:
+        return self.weighted_sum / self.weighted_count if self.weighted_count else None
+
+    @property
+    def variance(self) -> float | None:
+        if not self.weighted_count:
+            return None
+        mean = self.weighted_sum / self.weighted_count
+        return max(self.weighted_sum_sq / self.weighted_count - mean * mean, 0.0)
+
+    @property
+    def failure_ratio(self) -> float | None:
+        return self.weighted_failures / self.weighted_count if self.weighted_count else None
+
+
+def totals(conn: Connection, project_id: int, dimension: str, *, since_ns: int, until_ns: int,
+           evaluator_version: str | None = None, **labels: str) -> Totals:
+    """Sum the buckets of one dimension over [since, until), optionally narrowed by version and labels."""
+    r = m.rollups.c
+    where = [r.project_id == project_id, r.dimension == dimension, r.minute_ns >= since_ns, r.minute_ns < until_ns]
+    if evaluator_version is not None:
+        where.append(r.evaluator_version == evaluator_version)
+    for name, value in labels.items():
+        where.append(r[name] == value)
+    row = conn.execute(select(*(func.coalesce(func.sum(r[name]), 0.0) for name in _ADDED)).where(*where)).one()
+    return Totals(*(float(v) for v in row))
+
+
+def quantile(conn: Connection, project_id: int, metric: str, q: float, *, since_ns: int, until_ns: int,
+             **labels: str) -> float | None:
+    """A quantile of session latency (ms) or cost (USD) over [since, until), merged from minute sketches."""
+    r = m.rollups.c
+    column = {"latency_ms": r.latency_sketch, "cost_usd": r.cost_sketch}[metric]
+    where = [r.project_id == project_id, r.dimension == SESSION_DIMENSION, r.minute_ns >= since_ns,
+             r.minute_ns < until_ns]
+    for name, value in labels.items():
+        where.append(r[name] == value)
+    merged = new_sketch()
+    for (data,) in conn.execute(select(column).where(*where)):
+        if data:
+            merged.merge(sketch_from_bytes(data))
+    result = merged.get_quantile_value(q) if merged.count else None
+    return None if result is None else float(result)

@@ -1,0 +1,254 @@
+"""Switchable, timed incidents for the traffic generator (the table in ``docs/traffic.md``).
+
+Each incident is a frozen dataclass with ``start_ns`` (event time, inclusive)
+and an optional ``end_ns`` (exclusive); ``adjust`` changes a session's
+:class:`~agentwatch.traffic.generator.Conditions` only while it is active, so
+everything before ``start_ns`` is the seed's steady traffic, byte for byte.
+Randomness comes from the session's own stream, never from the wall clock::
+
+    from agentwatch.traffic import Generator
+    from agentwatch.traffic.incidents import NewToolError, day3_start
+
+    start = 1_767_225_600 * 10**9                     # 2026-01-01T00:00:00Z
+    gen = Generator(1, start, incidents=[NewToolError(day3_start(start), tool="lookup_order")])
+
+Nothing an incident does puts an attribute on the wire that a real
+instrumentation would not send; what it did is in ``truth.incidents``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from agentwatch.traffic.generator import (
+    _TOOL_LATENCY_MS,
+    INTENTS,
+    Conditions,
+    ErrorKind,
+    Generator,
+    ToolFault,
+)
+
+NS_PER_S = 1_000_000_000
+_HOUR_NS = 3600 * NS_PER_S
+_DAY_NS = 24 * _HOUR_NS
+
+#: Share of sessions whose request was not carried out in steady traffic (default ``Rates``),
+#: measured over 2 x 7 days at 120 sessions/h; ``GoalFailures`` tops these up to its rate.
+STEADY_GOAL_FAILURE: dict[str, float] = {
+    "order_status": 0.019, "refund": 0.032, "billing": 0.019, "cancel_subscription": 0.035,
+    "plan_change": 0.036, "policy_question": 0.0,
+}
+#: Sessions with an unsupported claim per unit of ``Rates.unsupported_claim`` near 9% per answer
+#: (measured; 4% per answer gives 4.6% of sessions, 8.7% gives 9.6%).
+_CLAIM_SESSIONS_PER_ANSWER_RATE = 1.10
+_INTENT_NAMES = frozenset(name for name, _ in INTENTS)
+#: The tools each intent's sessions may call.
+TOOLS_OF_INTENT: dict[str, frozenset[str]] = {
+    "order_status": frozenset({"lookup_order", "track_shipment"}),
+    "refund": frozenset({"lookup_order", "refund_api"}),
+    "billing": frozenset({"get_invoice"}),
+    "plan_change": frozenset({"get_subscription", "change_plan"}),
+    "cancel_subscription": frozenset({"get_subscription", "cancel_subscription"}),
+    "policy_question": frozenset(),
+}
+
+
+def day3_start(replay_start_ns: int) -> int:
+    """10:00 UTC on the third day of a replay starting at ``replay_start_ns`` (its first day is day 1)."""
+    return replay_start_ns - replay_start_ns % _DAY_NS + 2 * _DAY_NS + 10 * _HOUR_NS
+
+
+@dataclass(frozen=True)
+class _Timed:
+    start_ns: int
+    end_ns: int | None = dataclasses.field(default=None, kw_only=True)
+
+    def active(self, start_ns: int) -> bool:
+        return self.start_ns <= start_ns and (self.end_ns is None or start_ns < self.end_ns)
+
+
+@dataclass(frozen=True)
+class NewToolError(_Timed):
+    """From ``start_ns``, ``tool`` fails in ``rate`` of its calls with an error steady traffic never shows.
+
+    On the wire: the ``execute_tool`` span has status ERROR with ``message`` and ``error.type`` =
+    ``error_type``, no result; the model retries once 60% of the time, else apologises.
+    """
+
+    name: ClassVar[str] = "new_tool_error"
+    tool: str = "lookup_order"
+    rate: float = 0.2
+    error_type: str = "SchemaVersionMismatch"
+    message: str = "inventory shard 7 returned SchemaVersionMismatch: expected schema v12, got v11"
+    kind: str = "schema_version_mismatch"
+
+    def __post_init__(self) -> None:
+        if self.tool not in _TOOL_LATENCY_MS:
+            raise ValueError(f"unknown tool {self.tool!r}; expected one of {sorted(_TOOL_LATENCY_MS)}")
+        if not 0 < self.rate <= 1:
+            raise ValueError(f"rate must be in (0, 1], got {self.rate}")
+
+    def adjust(self, conditions: Conditions, *, start_ns: int, intent: str) -> Conditions:
+        if self.tool not in TOOLS_OF_INTENT[intent] or not self.active(start_ns):
+            return conditions
+        # Braces in the message are kept literally (the generator formats it with the service name).
+        text = self.message.replace("{", "{{").replace("}", "}}")
+        kind = ErrorKind(self.kind, self.error_type, text, {}, (25, 180))
+        fault = ToolFault(self.tool, self.rate, kind)
+        return dataclasses.replace(conditions, tool_faults=(*conditions.tool_faults, fault))
+
+
+@dataclass(frozen=True)
+class OffPolicyRefund(_Timed):
+    """The first ``count`` refund sessions at or after ``start_ns`` refund an order delivered 35-80 days ago.
+
+    On the wire: ``lookup_order`` returns an order whose ``delivered_on`` is outside the 30-day window and
+    ``refund_api`` is called for it (no tool errors or other incidents' faults in those sessions, so the
+    refund does go through).
+    Truth: a ``refund_window_30_days`` policy violation. Steady traffic has such refunds too (about
+    20 a day at 120 sessions/h, see ``docs/traffic.md``).
+    """
+
+    name: ClassVar[str] = "off_policy_refund"
+    count: int = 1
+    #: Start times of the sessions it acts on; filled by ``bind``.
+    session_starts: tuple[int, ...] = dataclasses.field(default=(), kw_only=True)
+
+    def bind(self, generator: Generator) -> OffPolicyRefund:
+        starts: list[int] = []
+        for _, start_ns, intent in generator.planned():
+            if len(starts) >= self.count or (self.end_ns is not None and start_ns >= self.end_ns):
+                break
+            if start_ns >= self.start_ns and intent == "refund":
+                starts.append(start_ns)
+        return dataclasses.replace(self, session_starts=tuple(starts))
+
+    def adjust(self, conditions: Conditions, *, start_ns: int, intent: str) -> Conditions:
+        if intent != "refund" or start_ns not in self.session_starts:
+            return conditions
+        rates = dataclasses.replace(conditions.rates, out_of_policy=1.0, policy_violation=1.0, tool_error=0.0)
+        return dataclasses.replace(conditions, rates=rates, tool_faults=(), give_up=0.0)
+
+
+@dataclass(frozen=True)
+class NewAgentVersion(_Timed):
+    """From ``start_ns`` the agent is ``version`` and ``unsupported_claim_rate`` of sessions hold a claim.
+
+    On the wire: the resource's ``service.version``; more answers with an amount or date that nothing
+    in the turn supports (steady traffic: 4.6% of sessions).
+    """
+
+    name: ClassVar[str] = "new_agent_version"
+    version: str = "1.1.0"
+    unsupported_claim_rate: float = 0.10
+
+    def adjust(self, conditions: Conditions, *, start_ns: int, intent: str) -> Conditions:
+        if not self.active(start_ns):
+            return conditions
+        per_answer = min(1.0, self.unsupported_claim_rate / _CLAIM_SESSIONS_PER_ANSWER_RATE)
+        rates = dataclasses.replace(conditions.rates, unsupported_claim=per_answer)
+        return dataclasses.replace(conditions, agent_version=self.version, rates=rates)
+
+
+@dataclass(frozen=True)
+class SlowIntent(_Timed):
+    """From ``start_ns`` every model, tool and retrieval latency of ``intent``'s sessions is ``factor`` x."""
+
+    name: ClassVar[str] = "slow_intent"
+    intent: str = "refund"
+    factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.intent not in _INTENT_NAMES:
+            raise ValueError(f"unknown intent {self.intent!r}; expected one of {sorted(_INTENT_NAMES)}")
+        if self.factor <= 0:
+            raise ValueError(f"factor must be positive, got {self.factor}")
+
+    def adjust(self, conditions: Conditions, *, start_ns: int, intent: str) -> Conditions:
+        if intent != self.intent or not self.active(start_ns):
+            return conditions
+        return dataclasses.replace(conditions, latency_factor=conditions.latency_factor * self.factor)
+
+
+@dataclass(frozen=True)
+class GoalFailures(_Timed):
+    """From ``start_ns`` about ``rate`` of ``intent``'s sessions end without the request carried out.
+
+    On the wire: the model answers the first turn without calling any tool, with an apology that the
+    system could not be reached ("I'm sorry, I couldn't reach our order system just now..."); the
+    needed action tool is never called. Steady failures (``STEADY_GOAL_FAILURE``, 2-4%) count
+    toward ``rate``. Truth: ``goal_failed``.
+    """
+
+    name: ClassVar[str] = "goal_failures"
+    intent: str = "plan_change"
+    rate: float = 0.35
+
+    def __post_init__(self) -> None:
+        if not TOOLS_OF_INTENT.get(self.intent):
+            with_tools = sorted(intent for intent, tools in TOOLS_OF_INTENT.items() if tools)
+            raise ValueError(f"intent must be one with tools, one of {with_tools}; got {self.intent!r}")
+        if not 0 < self.rate <= 1:
+            raise ValueError(f"rate must be in (0, 1], got {self.rate}")
+
+    def adjust(self, conditions: Conditions, *, start_ns: int, intent: str) -> Conditions:
+        if intent != self.intent or not self.active(start_ns):
+            return conditions
+        base = STEADY_GOAL_FAILURE[intent]
+        give_up = max(0.0, (self.rate - base) / (1 - base))
+        return dataclasses.replace(conditions, give_up=give_up)
+
+
+#: Incident names (as ``--incident`` takes them) and how to make one with its defaults from a start time.
+INCIDENTS: dict[str, Callable[[int], Any]] = {
+    "new_tool_error": lambda start: NewToolError(start),
+    "off_policy_refund": lambda start: OffPolicyRefund(start),
+    "new_agent_version": lambda start: NewAgentVersion(start),
+    "slow_intent": lambda start: SlowIntent(start),
+    "goal_failures": lambda start: GoalFailures(start),
+}
+
+
+def incident_from_spec(spec: str, replay_start_ns: int | None = None) -> Any:
+    """``NAME[@START]`` -> an incident with its defaults, e.g. ``new_tool_error@2026-01-03T10:00:00Z``.
+
+    START is an RFC 3339 time (naive means UTC); without it, 10:00 UTC on day 3 of the replay
+    (``day3_start(replay_start_ns)``). Raises ``ValueError`` on an unknown name or a bad time.
+    """
+    name, _, when = spec.strip().partition("@")
+    factory = INCIDENTS.get(name.strip())
+    if factory is None:
+        raise ValueError(f"unknown incident {name!r}; expected one of {', '.join(INCIDENTS)}")
+    if when.strip():
+        try:
+            moment = datetime.fromisoformat(when.strip())
+        except ValueError:
+            raise ValueError(f"expected NAME@2026-01-03T10:00:00Z, got {spec!r}") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        since = moment - datetime(1970, 1, 1, tzinfo=UTC)
+        start_ns = (since.days * 86400 + since.seconds) * NS_PER_S + since.microseconds * 1000
+    elif replay_start_ns is None:
+        raise ValueError(f"{spec!r} has no start time and no replay start was given")
+    else:
+        start_ns = day3_start(replay_start_ns)
+    return factory(start_ns)
+
+
+__all__ = [
+    "day3_start",
+    "GoalFailures",
+    "incident_from_spec",
+    "INCIDENTS",
+    "NewAgentVersion",
+    "NewToolError",
+    "OffPolicyRefund",
+    "SlowIntent",
+    "STEADY_GOAL_FAILURE",
+    "TOOLS_OF_INTENT",
+]
