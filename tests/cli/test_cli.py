@@ -23,7 +23,7 @@ def test_version() -> None:
 
 def test_migrate_then_keys_lifecycle(db_url: str) -> None:
     result = run("migrate", "--database-url", db_url)
-    assert result.exit_code == 0 and "schema at revision 0003" in result.output
+    assert result.exit_code == 0 and "schema at revision 0004" in result.output
     created = CliRunner().invoke(main, ["keys", "create", "--project", "team-a", "--name", "ci",
                                         "--database-url", db_url])
     assert created.exit_code == 0

@@ -215,3 +215,29 @@ def test_inline_evaluate_scores_now(db_url: str, config: Path) -> None:
         bad = client.post("/api/v1/evaluate", json={"session_id": spec.session_id, "evaluators": ["nope"]})
         assert bad.status_code == 400 and "unknown evaluator" in bad.json()["error"]["message"]
         assert client.post("/api/v1/evaluate", json={"session_id": "missing"}).status_code == 404
+
+
+def test_labels_record_the_scored_version_and_event_time(db_url: str, config: Path) -> None:
+    from agentwatch.store.erase import erase_user
+
+    pipeline = pipeline_for(db_url, config)
+    with TestClient(create_app(pipeline.settings, pipeline)) as client:
+        [spec] = send(client, 1, intent="refund", user_id="labelled-user")
+        client.post("/api/v1/admin/flush")
+        session = client.get(f"/api/v1/sessions/{spec.session_id}").json()
+        version = next(s["evaluator_version"] for s in session["scores"] if s["evaluator"] == "answered")
+        response = client.post("/api/v1/labels", json={"session_id": spec.session_id, "evaluator": "answered",
+                                                       "verdict": "false_positive", "note": "fine", "author": "ana"})
+        assert response.status_code == 201, response.text
+        label = response.json()
+        assert label["evaluator_version"] == version and label["event_time"] == session["session"]["end_time"]
+        for body, field in [({"session_id": spec.session_id, "evaluator": "answered", "verdict": "maybe"}, "verdict"),
+                            ({"session_id": spec.session_id, "verdict": "correct"}, "evaluator"),
+                            ({"session_id": spec.session_id, "evaluator": "x", "verdict": "correct",
+                              "expected_score": 2}, "expected_score")]:
+            bad = client.post("/api/v1/labels", json=body)
+            assert bad.status_code == 400 and field in bad.json()["error"]["message"]
+        assert client.post("/api/v1/labels", json={"session_id": "nope", "evaluator": "answered",
+                                                   "verdict": "correct"}).status_code == 404
+    removed = erase_user(pipeline.store.engine, pipeline.default_project_id, "labelled-user")
+    assert removed["labels"] == 1 and removed["sessions"] == 1

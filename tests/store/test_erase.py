@@ -231,8 +231,10 @@ def test_cli_erases_like_the_api(db_url: str, tmp_path: Path) -> None:
 
 
 def test_extra_tables_are_erased_when_they_exist(db_url: str, tmp_path: Path) -> None:
-    """The extension point: a labels table is emptied of the user's sessions, alerts are scrubbed."""
+    """Labels of the user's sessions go; a table added later (alerts here) is scrubbed through the extension point."""
     from sqlalchemy import JSON, Column, Integer, MetaData, Table, Text
+
+    from agentwatch.store import labels as label_store
 
     world = World(db_url, tmp_path)
     with TestClient(create_app(world.pipeline.settings, world.pipeline)) as client:
@@ -241,22 +243,22 @@ def test_extra_tables_are_erased_when_they_exist(db_url: str, tmp_path: Path) ->
         client.post("/api/v1/admin/flush", headers=world.headers("alpha"))
     gone, kept = world.sessions[("alpha", GONE)], world.sessions[("alpha", KEPT)]
     extra = MetaData()
-    labels = Table("labels", extra, Column("id", Integer, primary_key=True), Column("project_id", Integer),
-                   Column("session_id", Text), Column("label", Text))
     alerts = Table("alerts", extra, Column("id", Integer, primary_key=True), Column("project_id", Integer),
                    Column("message", Text), Column("details", JSON))
     engine = world.pipeline.store.engine
     extra.create_all(engine)
     try:
         with engine.begin() as conn:
-            conn.execute(labels.insert(), [{"project_id": world.alpha, "session_id": s, "label": "bad"}
-                                           for s in gone + kept])
             conn.execute(alerts.insert(), [{"project_id": world.alpha, "message": f"user {GONE} in {gone[0]} failed",
                                             "details": {"examples": [gone[1], kept[0]], "user": GONE}}])
+        for session_id in gone + kept:
+            label_store.add_label(engine, world.alpha, {"session_id": session_id, "evaluator": "answered",
+                                                        "verdict": "correct", "expected_score": None,
+                                                        "note": None, "author": None})
         removed = erase_user(engine, world.alpha, GONE)
         assert removed["labels"] == 2 and removed["sessions"] == 2
         with engine.connect() as conn:
-            assert conn.execute(select(labels.c.session_id)).scalars().all() == kept
+            assert conn.execute(select(m.labels.c.session_id)).scalars().all() == kept
             message, details = conn.execute(select(alerts.c.message, alerts.c.details)).one()
         assert message == "user [erased] in [erased] failed"
         assert details == {"examples": ["[erased]", kept[0]], "user": "[erased]"}

@@ -31,7 +31,7 @@ from agentwatch.ingest.grpc import make_grpc_server
 from agentwatch.ingest.http import make_otlp_endpoint
 from agentwatch.pipeline import Pipeline
 from agentwatch.settings import Settings
-from agentwatch.store import evaluations
+from agentwatch.store import evaluations, labels
 from agentwatch.store.erase import erase_user
 from agentwatch.store.store import SessionFilter
 
@@ -227,6 +227,18 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
             return JSONResponse({"status": "unavailable", "reason": "writer not running"}, 503)
         return JSONResponse({"status": "ready"})
 
+    async def label(request: Request) -> JSONResponse:
+        project_id = await asyncio.to_thread(auth.project_for, request.headers)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise BadRequest("the body must be JSON") from None
+        stored = await asyncio.to_thread(labels.add_label, store.engine, project_id, labels.validate(body))
+        stored["event_time"] = rfc3339(stored.pop("event_time_ns"))
+        stored["created_at"] = rfc3339(stored["created_at"])
+        stored.pop("project_id")
+        return JSONResponse(stored, status_code=201)
+
     def metrics(request: Request) -> Response:
         auth.project_for(request.headers)
         return Response(render_metrics(pipeline), media_type=METRICS_CONTENT_TYPE)
@@ -251,6 +263,7 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/api/v1/labels", label, methods=["POST"]),
     ]
 
     async def agentwatch_error(request: Request, exc: Exception) -> Response:

@@ -128,6 +128,18 @@ def openapi_spec(version: str) -> dict[str, Any]:
             "/readyz": {"get": {"summary": "Readiness", "security": [],
                                 "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"})}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
+            "/api/v1/labels": {"post": {
+                "summary": "A reviewer's verdict on an evaluator's score of a session",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["session_id", "evaluator", "verdict"],
+                    "properties": {"session_id": {"type": "string"}, "evaluator": {"type": "string"},
+                                   "verdict": {"enum": ["correct", "real_failure", "false_positive",
+                                                        "false_negative", "edge_case"]},
+                                   "expected_score": {"type": "number"}, "note": {"type": "string"},
+                                   "author": {"type": "string"}}}}}},
+                "responses": {"201": _json({"type": "object"}), "404": _json(_ERROR, "No such session"),
+                              **_ERRORS},
+            }},
             "/metrics": {"get": {"summary": "Prometheus metrics of the server",
                                  "responses": {"200": {"description": "Prometheus text format"}}}},
         },

@@ -315,3 +315,25 @@ rollups = Table(
     Column("cost_sketch", LargeBinary),
 )
 Index("ix_rollups_dimension", rollups.c.project_id, rollups.c.dimension, rollups.c.minute_ns)
+
+#: Human verdicts on an evaluator's score of a session (judge calibration).
+labels = Table(
+    "labels",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("project_id", IdType, nullable=False),
+    Column("session_id", Text, nullable=False),
+    Column("evaluator", Text, nullable=False),
+    #: The version whose score was labelled (the session's latest score of that evaluator), if any.
+    Column("evaluator_version", String(32)),
+    #: correct | real_failure | false_positive | false_negative | edge_case
+    Column("verdict", String(16), nullable=False),
+    Column("expected_score", Float),
+    Column("note", Text),
+    Column("author", Text),
+    #: The labelled session's end: a label's event time.
+    Column("event_time_ns", BigInteger, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+Index("ix_labels_evaluator", labels.c.project_id, labels.c.evaluator, labels.c.event_time_ns)
+Index("ix_labels_session", labels.c.project_id, labels.c.session_id)

@@ -504,8 +504,7 @@ class Generator:
         self.single_trace_share = single_trace_share
         ids = random.Random(f"agentwatch.traffic:{seed}:replicas")
         self.instance_ids = tuple(str(uuid.UUID(int=ids.getrandbits(128), version=4)) for _ in range(replicas))
-        self.incidents: tuple[Incident, ...] = ()
-        self.incidents = tuple(
+        self.incidents: tuple[Incident, ...] = tuple(
             bind(self) if (bind := getattr(incident, "bind", None)) is not None else incident
             for incident in incidents)
 

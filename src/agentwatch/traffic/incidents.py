@@ -109,7 +109,7 @@ class OffPolicyRefund(_Timed):
 
     On the wire: ``lookup_order`` returns an order whose ``delivered_on`` is outside the 30-day window and
     ``refund_api`` is called for it (no tool errors or other incidents' faults in those sessions, so the
-    refund does go through).
+    refund does go through; list it after the other incidents so none adds a fault back).
     Truth: a ``refund_window_30_days`` policy violation. Steady traffic has such refunds too (about
     20 a day at 120 sessions/h, see ``docs/traffic.md``).
     """
