@@ -4,7 +4,6 @@ baseline window, and backfill re-scores retained sessions."""
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -15,10 +14,9 @@ from agentwatch.api.app import create_app
 from agentwatch.cli import main
 from agentwatch.pipeline import Pipeline
 from agentwatch.sample import included
-from agentwatch.settings import load_settings
 from agentwatch.store import models as m
 from agentwatch.store.store import Store
-from agentwatch.testing import agent_session_request
+from agentwatch.testing import agent_session_request, configured_pipeline
 
 T0 = 1_767_225_600_000_000_000
 PB = {"content-type": "application/x-protobuf"}
@@ -31,13 +29,7 @@ evaluators:
 
 
 def start(db_url: str, tmp_path: Path, body: str) -> Pipeline:
-    sys.modules.pop("vchecks", None)
-    (tmp_path / "vchecks.py").write_text(f"def answered(session):\n    return {body}\n")
-    (tmp_path / "agentwatch.yaml").write_text(CONFIG)
-    store = Store(db_url)
-    store.migrate()
-    return Pipeline(load_settings(tmp_path / "agentwatch.yaml", environ={}, database_url=db_url,
-                                  decode_workers=0), store)
+    return configured_pipeline(db_url, tmp_path, CONFIG, {"vchecks": f"def answered(session):\n    return {body}\n"})
 
 
 def scores(store: Store) -> list[tuple[str, str, bool]]:

@@ -15,10 +15,8 @@ from agentwatch.api.app import create_app
 from agentwatch.monitor import rollups
 from agentwatch.pipeline import Pipeline
 from agentwatch.sample import included
-from agentwatch.settings import load_settings
 from agentwatch.store import models as m
-from agentwatch.store.store import Store
-from agentwatch.testing import agent_session_request
+from agentwatch.testing import agent_session_request, configured_pipeline
 
 T0 = 1_767_225_600_000_000_000
 MIN = rollups.MINUTE_NS
@@ -33,12 +31,8 @@ evaluators:
 
 @pytest.fixture
 def pipeline(db_url: str, tmp_path: Path) -> Iterator[Pipeline]:
-    (tmp_path / "rollchecks.py").write_text("def half(s):\n    return 0.5 if s.intent == 'refund' else 1.0\n")
-    (tmp_path / "agentwatch.yaml").write_text(CONFIG)
-    store = Store(db_url)
-    store.migrate()
-    yield Pipeline(load_settings(tmp_path / "agentwatch.yaml", environ={}, database_url=db_url,
-                                 decode_workers=0), store)
+    yield configured_pipeline(db_url, tmp_path, CONFIG, {
+        "rollchecks": "def half(s):\n    return 0.5 if s.intent == 'refund' else 1.0\n"})
     sys.modules.pop("rollchecks", None)
 
 
