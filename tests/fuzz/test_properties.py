@@ -543,3 +543,14 @@ def test_paired_surrogate_escapes_are_still_accepted() -> None:
             + "b2" * 8 + '", "startTimeUnixNano": "1767225600000000000", "name": "\\ud83d\\ude00"}]}]}]}').encode()
     [span] = decode_traces(body, "json").spans
     assert span.name == "\U0001f600"
+
+
+def test_deeply_nested_message_content_reads_as_text() -> None:
+    from agentwatch.normalize.messages import parse_messages, parse_parts
+
+    deep = "[" * 100_000
+    assert parse_messages(deep, "user") == [{"role": "user", "parts": [{"type": "text", "content": deep}]}]
+    assert parse_parts(deep)[0]["content"] == deep
+    span = make_span("e1" * 16, "e4" * 8, attributes={"gen_ai.operation.name": "chat", "gen_ai.input.messages": deep})
+    [raw] = decode_traces(traces_request([span]).SerializeToString(), "protobuf").spans
+    assert normalize(raw, OPTIONS).input_messages[0]["parts"][0]["content"] == deep

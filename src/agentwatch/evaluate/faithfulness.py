@@ -365,7 +365,7 @@ class _Index:
         if stripped[:1] in ("{", "["):
             try:
                 value = json.loads(stripped)
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
             else:
                 strings: list[str] = []

@@ -323,7 +323,7 @@ def _json(value: Any) -> Any:
         if text[:1] in ("{", "[", '"') or text in ("true", "false", "null"):
             try:
                 return json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return value
     return value
 

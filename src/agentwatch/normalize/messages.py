@@ -47,7 +47,7 @@ def parse_messages(value: Any, default_role: str) -> list[dict[str, Any]]:
             return []
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             return [{"role": default_role, "parts": [text_part(value)]}]
     if isinstance(value, dict):
         inner = value.get("messages")
@@ -74,7 +74,7 @@ def parse_parts(value: Any) -> list[dict[str, Any]]:
             return []
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             return [text_part(value)]
         if isinstance(value, str):
             return [text_part(value)]
@@ -159,7 +159,7 @@ def content_parts(content: Any) -> list[dict[str, Any]]:
         if content.startswith("[{"):
             try:
                 blocks = json.loads(content)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return [text_part(content)]
             if isinstance(blocks, list) and all(isinstance(b, dict) and "type" in b for b in blocks):
                 return normalize_parts(blocks)
