@@ -82,6 +82,22 @@ def db_url(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
         dbs.drop(name)
 
 
+@pytest.fixture(scope="module")
+def module_db(engine: str, tmp_path_factory: pytest.TempPathFactory,
+              request: pytest.FixtureRequest) -> Iterator[tuple[str, Path]]:
+    """(database URL, folder) for a server shared by a whole module, on the ``engine`` under test."""
+    folder = tmp_path_factory.mktemp(f"{request.module.__name__.rsplit('.', 1)[-1]}-{engine}")
+    if engine == "sqlite":
+        yield f"sqlite:///{folder / 'agentwatch.db'}", folder
+        return
+    dbs: PostgresDatabases = request.getfixturevalue("pg_databases")
+    name = dbs.create()
+    try:
+        yield dbs.url(name), folder
+    finally:
+        dbs.drop(name)
+
+
 @pytest.fixture
 def server(db_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
     """A running ``agentwatch serve`` on the database under test."""

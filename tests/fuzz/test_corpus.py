@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -75,25 +76,14 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(engine: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Served]:
-    tmp = tmp_path_factory.mktemp(f"fuzz-corpus-{engine}")
-    name = None
-    if engine == "sqlite":
-        url = f"sqlite:///{tmp / 'agentwatch.db'}"
-    else:
-        dbs = request.getfixturevalue("pg_databases")
-        name = dbs.create()
-        url = dbs.url(name)
-    try:
-        with ServerProcess(url, cwd=tmp, grpc=False) as server:
-            good_request, good = agent_session_request(random.Random(77), session_id=f"fuzz-good-{engine}")
-            response = httpx.post(server.url + "/v1/traces", content=good_request.SerializeToString(),
-                                  headers={"content-type": "application/x-protobuf"}, timeout=60)
-            assert response.status_code == 200, response.text
-            yield Served(server, good)
-    finally:
-        if name is not None:
-            request.getfixturevalue("pg_databases").drop(name)
+def served(engine: str, module_db: tuple[str, Path]) -> Iterator[Served]:
+    url, tmp = module_db
+    with ServerProcess(url, cwd=tmp, grpc=False) as server:
+        good_request, good = agent_session_request(random.Random(77), session_id=f"fuzz-good-{engine}")
+        response = httpx.post(server.url + "/v1/traces", content=good_request.SerializeToString(),
+                              headers={"content-type": "application/x-protobuf"}, timeout=60)
+        assert response.status_code == 200, response.text
+        yield Served(server, good)
 
 
 def _problem(record: dict[str, Any], response: httpx.Response) -> str | None:

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import httpx
@@ -51,22 +52,12 @@ class Tiny:
 
 
 @pytest.fixture(scope="module")
-def tiny(engine: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Tiny]:
-    tmp = tmp_path_factory.mktemp(f"backpressure-{engine}")
+def tiny(module_db: tuple[str, Path]) -> Iterator[Tiny]:
+    url, tmp = module_db
     config = tmp / "agentwatch.yaml"
     config.write_text(f"ingest: {{max_inflight_bytes: {BUDGET}}}\n")
-    name = None
-    if engine == "sqlite":
-        url = f"sqlite:///{tmp / 'agentwatch.db'}"
-    else:
-        name = request.getfixturevalue("pg_databases").create()
-        url = request.getfixturevalue("pg_databases").url(name)
-    try:
-        with ServerProcess(url, cwd=tmp, config=config) as server:
-            yield Tiny(server, url)
-    finally:
-        if name is not None:
-            request.getfixturevalue("pg_databases").drop(name)
+    with ServerProcess(url, cwd=tmp, config=config) as server:
+        yield Tiny(server, url)
 
 
 def _still_serving(url: str) -> None:

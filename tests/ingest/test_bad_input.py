@@ -17,6 +17,7 @@ import random
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -55,26 +56,14 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(engine: str, tmp_path_factory: pytest.TempPathFactory,
-           request: pytest.FixtureRequest) -> Iterator[Served]:
-    tmp = tmp_path_factory.mktemp(f"bad-input-{engine}")
-    name = None
-    if engine == "sqlite":
-        url = f"sqlite:///{tmp / 'agentwatch.db'}"
-    else:
-        dbs = request.getfixturevalue("pg_databases")
-        name = dbs.create()
-        url = dbs.url(name)
-    try:
-        with ServerProcess(url, cwd=tmp) as server, httpx.Client(timeout=120) as client:
-            good_request, good = agent_session_request(random.Random(7), session_id=f"good-{engine}")
-            response = client.post(server.url + "/v1/traces", content=good_request.SerializeToString(),
-                                   headers=PROTOBUF)
-            assert response.status_code == 200, response.text
-            yield Served(server, url, client, good)
-    finally:
-        if name is not None:
-            request.getfixturevalue("pg_databases").drop(name)
+def served(engine: str, module_db: tuple[str, Path]) -> Iterator[Served]:
+    url, tmp = module_db
+    with ServerProcess(url, cwd=tmp) as server, httpx.Client(timeout=120) as client:
+        good_request, good = agent_session_request(random.Random(7), session_id=f"good-{engine}")
+        response = client.post(server.url + "/v1/traces", content=good_request.SerializeToString(),
+                               headers=PROTOBUF)
+        assert response.status_code == 200, response.text
+        yield Served(server, url, client, good)
 
 
 @pytest.fixture

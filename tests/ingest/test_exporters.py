@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -43,20 +44,10 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def srv(engine: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Served]:
-    tmp = tmp_path_factory.mktemp(f"exporters-{engine}")
-    name = None
-    if engine == "sqlite":
-        url = f"sqlite:///{tmp / 'agentwatch.db'}"
-    else:
-        name = request.getfixturevalue("pg_databases").create()
-        url = request.getfixturevalue("pg_databases").url(name)
-    try:
-        with ServerProcess(url, cwd=tmp) as server:
-            yield Served(server, engine)
-    finally:
-        if name is not None:
-            request.getfixturevalue("pg_databases").drop(name)
+def srv(engine: str, module_db: tuple[str, Path]) -> Iterator[Served]:
+    url, tmp = module_db
+    with ServerProcess(url, cwd=tmp) as server:
+        yield Served(server, engine)
 
 
 def _provider(exporter: SpanExporter, service: str) -> TracerProvider:
