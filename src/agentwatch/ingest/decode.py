@@ -55,30 +55,23 @@ class DecodedLogs:
 
 def decode_traces(body: bytes, content_type: str) -> DecodedTraces:
     """Decode an ``ExportTraceServiceRequest`` body; ``content_type`` is "protobuf" or "json"."""
-    if content_type == "protobuf":
-        try:
-            msg = ExportTraceServiceRequest.FromString(body)
-        except pb_message.DecodeError as exc:
-            raise DecodeError(f"body is not a valid ExportTraceServiceRequest protobuf: {exc}") from exc
-    elif content_type == "json":
-        msg = _json_message(body, ExportTraceServiceRequest, _TRACE_LAYOUT)
-    else:
-        raise DecodeError(f"unsupported content type {content_type!r}: expected 'protobuf' or 'json'")
-    return traces_from_message(msg)
+    return traces_from_message(_parse(body, content_type, ExportTraceServiceRequest, _TRACE_LAYOUT))
 
 
 def decode_logs(body: bytes, content_type: str) -> DecodedLogs:
     """Decode an ``ExportLogsServiceRequest`` body; ``content_type`` is "protobuf" or "json"."""
+    return logs_from_message(_parse(body, content_type, ExportLogsServiceRequest, _LOGS_LAYOUT))
+
+
+def _parse(body: bytes, content_type: str, message_type: Any, layout: tuple[tuple[str, str], ...]) -> Any:
     if content_type == "protobuf":
         try:
-            msg = ExportLogsServiceRequest.FromString(body)
+            return message_type.FromString(body)
         except pb_message.DecodeError as exc:
-            raise DecodeError(f"body is not a valid ExportLogsServiceRequest protobuf: {exc}") from exc
-    elif content_type == "json":
-        msg = _json_message(body, ExportLogsServiceRequest, _LOGS_LAYOUT)
-    else:
-        raise DecodeError(f"unsupported content type {content_type!r}: expected 'protobuf' or 'json'")
-    return logs_from_message(msg)
+            raise DecodeError(f"body is not a valid {message_type.__name__} protobuf: {exc}") from exc
+    if content_type == "json":
+        return _json_message(body, message_type, layout)
+    raise DecodeError(f"unsupported content type {content_type!r}: expected 'protobuf' or 'json'")
 
 
 def traces_from_message(msg: ExportTraceServiceRequest) -> DecodedTraces:

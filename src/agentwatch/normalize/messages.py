@@ -40,14 +40,11 @@ def parse_messages(value: Any, default_role: str) -> list[dict[str, Any]]:
 
     Text that is not JSON becomes one text message of ``default_role``.
     """
-    if value is None:
+    if value is None or value == "":
         return []
     if isinstance(value, str):
-        if not value:
-            return []
-        try:
-            value = json.loads(value)
-        except (ValueError, RecursionError):
+        value, parsed = _loads(value)
+        if not parsed:
             return [{"role": default_role, "parts": [text_part(value)]}]
     if isinstance(value, dict):
         inner = value.get("messages")
@@ -62,20 +59,23 @@ def parse_messages(value: Any, default_role: str) -> list[dict[str, Any]]:
     return messages
 
 
+def _loads(text: str) -> tuple[Any, bool]:
+    """``(value, True)`` for JSON text; ``(text, False)`` for anything else (including nesting too deep)."""
+    try:
+        return json.loads(text), True
+    except (ValueError, RecursionError):
+        return text, False
+
+
 def parse_parts(value: Any) -> list[dict[str, Any]]:
     """A bare parts array (``gen_ai.system_instructions``), JSON or structured.
 
     Plain text becomes one text part; messages given instead of parts are flattened.
     """
-    if value is None:
+    if value is None or value == "":
         return []
     if isinstance(value, str):
-        if not value:
-            return []
-        try:
-            value = json.loads(value)
-        except (ValueError, RecursionError):
-            return [text_part(value)]
+        value, _ = _loads(value)
         if isinstance(value, str):
             return [text_part(value)]
     if isinstance(value, dict):
@@ -157,10 +157,7 @@ def content_parts(content: Any) -> list[dict[str, Any]]:
         return []
     if isinstance(content, str):
         if content.startswith("[{"):
-            try:
-                blocks = json.loads(content)
-            except (ValueError, RecursionError):
-                return [text_part(content)]
+            blocks, _ = _loads(content)
             if isinstance(blocks, list) and all(isinstance(b, dict) and "type" in b for b in blocks):
                 return normalize_parts(blocks)
         return [text_part(content)]
