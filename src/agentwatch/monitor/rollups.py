@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from agentwatch.store import models as m
 
 MINUTE_NS = 60 * 1_000_000_000
+HOUR_NS = 60 * MINUTE_NS
 SESSION_DIMENSION = "_session"
 #: Sketches keep 1% relative accuracy.
 RELATIVE_ACCURACY = 0.01
@@ -59,9 +60,13 @@ class Key:
     dimension: str
     evaluator_version: str
 
-    def where(self) -> Any:
-        r = m.rollups.c
+    def where(self, table: Any = m.rollups) -> Any:
+        r = table.c
         return and_(*(r[name] == value for name, value in self.__dict__.items()))
+
+    def hour(self) -> Key:
+        return Key(self.project_id, self.minute_ns - self.minute_ns % HOUR_NS, self.service, self.agent_version,
+                   self.intent, self.dimension, self.evaluator_version)
 
 
 def _key(project_id: int, time_ns: int, summary: Mapping[str, Any], dimension: str, version: str) -> Key:
@@ -113,29 +118,49 @@ def apply_sessions(conn: Connection, project_id: int, sessions: Iterable[Mapping
         latency.add(max((session["end_ns"] - session["start_ns"]) / 1e6, 0.0))
         cost.add(max(float(session["cost_usd"] or 0.0), 0.0))
     _add(conn, deltas)
-    r = m.rollups.c
-    for key, (latency, cost) in sketches.items():
-        query = select(r.latency_sketch, r.cost_sketch).where(key.where())
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        stored = conn.execute(query).one()
-        merged_latency, merged_cost = sketch_from_bytes(stored[0]), sketch_from_bytes(stored[1])
-        merged_latency.merge(latency)
-        merged_cost.merge(cost)
-        conn.execute(update(m.rollups).where(key.where()).values(
-            latency_sketch=sketch_to_bytes(merged_latency), cost_sketch=sketch_to_bytes(merged_cost)))
+    for table in (m.rollups, m.rollups_hourly):
+        for key, (latency, cost) in sketches.items():
+            bucket = key if table is m.rollups else key.hour()
+            r = table.c
+            query = select(r.latency_sketch, r.cost_sketch).where(bucket.where(table))
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            stored = conn.execute(query).one()
+            merged_latency, merged_cost = sketch_from_bytes(stored[0]), sketch_from_bytes(stored[1])
+            merged_latency.merge(latency)
+            merged_cost.merge(cost)
+            conn.execute(update(table).where(bucket.where(table)).values(
+                latency_sketch=sketch_to_bytes(merged_latency), cost_sketch=sketch_to_bytes(merged_cost)))
+
+
+def add(conn: Connection, project_id: int, time_ns: int, labels: Mapping[str, Any], dimension: str,
+        version: str, delta: Mapping[str, float]) -> None:
+    """Add one increment (any of count, weighted_count, weighted_sum, ..., errors) to a series' bucket.
+
+    Checks use it for the series they derive: an SLO's good/bad sessions, its time slices.
+    """
+    full = dict.fromkeys(_ADDED, 0.0)
+    full.update(delta)
+    _add(conn, {_key(project_id, time_ns, labels, dimension, version): full})
 
 
 def _add(conn: Connection, deltas: Mapping[Key, Mapping[str, float]]) -> None:
     if not deltas:
         return
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(m.rollups)
-    c = m.rollups.c
-    stmt = insert.on_conflict_do_update(
-        index_elements=list(Key.__dataclass_fields__),
-        set_={name: c[name] + insert.excluded[name] for name in _ADDED},
-    )
-    conn.execute(stmt, [{**key.__dict__, **delta} for key, delta in sorted(deltas.items(), key=lambda kv: str(kv[0]))])
+    hourly: dict[Key, dict[str, float]] = {}
+    for key, delta in deltas.items():
+        into = hourly.setdefault(key.hour(), dict.fromkeys(_ADDED, 0.0))
+        for name in _ADDED:
+            into[name] += delta[name]
+    for table, rows in ((m.rollups, deltas), (m.rollups_hourly, hourly)):
+        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+        c = table.c
+        stmt = insert.on_conflict_do_update(
+            index_elements=list(Key.__dataclass_fields__),
+            set_={name: c[name] + insert.excluded[name] for name in _ADDED},
+        )
+        ordered = sorted(rows.items(), key=lambda kv: str(kv[0]))
+        conn.execute(stmt, [{**key.__dict__, **delta} for key, delta in ordered])
 
 
 @dataclass(frozen=True)
@@ -166,31 +191,98 @@ class Totals:
         return self.weighted_failures / self.weighted_count if self.weighted_count else None
 
 
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(*(a + b for a, b in zip(self.astuple(), other.astuple(), strict=True)))
+
+    def astuple(self) -> tuple[float, ...]:
+        return (self.count, self.weighted_count, self.weighted_sum, self.weighted_sum_sq, self.failures,
+                self.weighted_failures, self.errors)
+
+
+ZERO = Totals(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+#: The label columns a series is keyed by, besides project and dimension.
+SERIES_LABELS = ("service", "agent_version", "intent", "evaluator_version")
+
+
+def _ranges(since_ns: int, until_ns: int) -> list[tuple[Any, int, int]]:
+    """[since, until) as minute-table edges around whole hours read from the hourly table."""
+    first_hour = -(-since_ns // HOUR_NS) * HOUR_NS
+    last_hour = until_ns - until_ns % HOUR_NS
+    if first_hour >= last_hour:
+        return [(m.rollups, since_ns, until_ns)]
+    parts: list[tuple[Any, int, int]] = [(m.rollups_hourly, first_hour, last_hour)]
+    if since_ns < first_hour:
+        parts.append((m.rollups, since_ns, first_hour))
+    if last_hour < until_ns:
+        parts.append((m.rollups, last_hour, until_ns))
+    return parts
+
+
+def series_totals(conn: Connection, project_id: int, dimension: str, *, since_ns: int, until_ns: int,
+                  group_by: tuple[str, ...] = SERIES_LABELS, **labels: str) -> dict[tuple[str, ...], Totals]:
+    """Sums of one dimension over [since, until) per combination of the ``group_by`` label columns.
+
+    Whole hours are read from the hourly table and the edges from the minute table, so a window
+    costs a bucket per hour (plus at most two hours of minutes) per series.
+    """
+    out: dict[tuple[str, ...], Totals] = {}
+    for table, lo, hi in _ranges(since_ns, until_ns):
+        r = table.c
+        where = [r.project_id == project_id, r.dimension == dimension, r.minute_ns >= lo, r.minute_ns < hi]
+        for name, value in labels.items():
+            where.append(r[name] == value)
+        columns = [r[name] for name in group_by]
+        query = select(*columns, *(func.sum(r[name]) for name in _ADDED)).where(*where)
+        if columns:
+            query = query.group_by(*columns)
+        for row in conn.execute(query):
+            values = tuple(row)
+            if values[len(columns)] is None:
+                continue
+            key = tuple(str(v) for v in values[: len(columns)])
+            found = Totals(*(float(v) for v in values[len(columns):]))
+            out[key] = out[key] + found if key in out else found
+    return out
+
+
+def hourly_totals(conn: Connection, project_id: int, dimension: str, *, since_ns: int, until_ns: int,
+                  group_by: tuple[str, ...] = SERIES_LABELS) -> dict[tuple[str, ...], dict[int, Totals]]:
+    """Per series, the sums of each whole event-time hour in [since, until) (hour start -> Totals)."""
+    r = m.rollups_hourly.c
+    columns = [r[name] for name in group_by]
+    query = (select(*columns, r.minute_ns, *(func.sum(r[name]) for name in _ADDED))
+             .where(r.project_id == project_id, r.dimension == dimension, r.minute_ns >= since_ns,
+                    r.minute_ns < until_ns)
+             .group_by(*columns, r.minute_ns))
+    out: dict[tuple[str, ...], dict[int, Totals]] = {}
+    for row in conn.execute(query):
+        values = tuple(row)
+        key = tuple(str(v) for v in values[: len(columns)])
+        out.setdefault(key, {})[int(values[len(columns)])] = Totals(*(float(v) for v in values[len(columns) + 1:]))
+    return out
+
+
 def totals(conn: Connection, project_id: int, dimension: str, *, since_ns: int, until_ns: int,
            evaluator_version: str | None = None, **labels: str) -> Totals:
     """Sum the buckets of one dimension over [since, until), optionally narrowed by version and labels."""
-    r = m.rollups.c
-    where = [r.project_id == project_id, r.dimension == dimension, r.minute_ns >= since_ns, r.minute_ns < until_ns]
     if evaluator_version is not None:
-        where.append(r.evaluator_version == evaluator_version)
-    for name, value in labels.items():
-        where.append(r[name] == value)
-    row = conn.execute(select(*(func.coalesce(func.sum(r[name]), 0.0) for name in _ADDED)).where(*where)).one()
-    return Totals(*(float(v) for v in row))
+        labels["evaluator_version"] = evaluator_version
+    found = series_totals(conn, project_id, dimension, since_ns=since_ns, until_ns=until_ns, group_by=(), **labels)
+    return found.get((), ZERO)
 
 
 def quantile(conn: Connection, project_id: int, metric: str, q: float, *, since_ns: int, until_ns: int,
              **labels: str) -> float | None:
     """A quantile of session latency (ms) or cost (USD) over [since, until), merged from minute sketches."""
-    r = m.rollups.c
-    column = {"latency_ms": r.latency_sketch, "cost_usd": r.cost_sketch}[metric]
-    where = [r.project_id == project_id, r.dimension == SESSION_DIMENSION, r.minute_ns >= since_ns,
-             r.minute_ns < until_ns]
-    for name, value in labels.items():
-        where.append(r[name] == value)
     merged = new_sketch()
-    for (data,) in conn.execute(select(column).where(*where)):
-        if data:
-            merged.merge(sketch_from_bytes(data))
+    for table, lo, hi in _ranges(since_ns, until_ns):
+        r = table.c
+        column = {"latency_ms": r.latency_sketch, "cost_usd": r.cost_sketch}[metric]
+        where = [r.project_id == project_id, r.dimension == SESSION_DIMENSION, r.minute_ns >= lo, r.minute_ns < hi]
+        for name, value in labels.items():
+            where.append(r[name] == value)
+        for (data,) in conn.execute(select(column).where(*where)):
+            if data:
+                merged.merge(sketch_from_bytes(data))
     result = merged.get_quantile_value(q) if merged.count else None
     return None if result is None else float(result)

@@ -130,6 +130,9 @@ spans = Table(
     Column("links", JSONType),
 )
 Index("ix_spans_session", spans.c.project_id, spans.c.session_id)
+#: Failed spans by event time: what the failure-template miner reads at each check.
+Index("ix_spans_failures", spans.c.project_id, spans.c.end_ns,
+      sqlite_where=spans.c.success.is_(False), postgresql_where=spans.c.success.is_(False))
 
 #: Which session each trace's spans without a session id of their own belong to.
 trace_sessions = Table(
@@ -316,6 +319,16 @@ rollups = Table(
 )
 Index("ix_rollups_dimension", rollups.c.project_id, rollups.c.dimension, rollups.c.minute_ns)
 
+#: The same buckets summed by event-time hour (``minute_ns`` holds the hour's start), so that
+#: windows of hours and days read a bucket per hour.
+rollups_hourly = Table(
+    "rollups_hourly",
+    metadata,
+    *(Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable) for c in rollups.columns),
+)
+Index("ix_rollups_hourly_dimension", rollups_hourly.c.project_id, rollups_hourly.c.dimension,
+      rollups_hourly.c.minute_ns)
+
 #: Human verdicts on an evaluator's score of a session (judge calibration).
 labels = Table(
     "labels",
@@ -337,3 +350,126 @@ labels = Table(
 )
 Index("ix_labels_evaluator", labels.c.project_id, labels.c.evaluator, labels.c.event_time_ns)
 Index("ix_labels_session", labels.c.project_id, labels.c.session_id)
+
+
+#: The monitor's progress per project: the last event-time tick checked and the detectors' state.
+monitor_state = Table(
+    "monitor_state",
+    metadata,
+    Column("project_id", IdType, primary_key=True),
+    Column("last_tick_ns", BigInteger, nullable=False),
+    #: CUSUM sums, hold counters, service first-seen times (JSON, see agentwatch.monitor.checker).
+    Column("state", JSONType, nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+#: Failure templates mined from error messages and evaluator reasons (agentwatch.monitor.drain).
+failure_templates = Table(
+    "failure_templates",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("project_id", IdType, nullable=False),
+    #: tool_error | span_error | guardrail | evaluator
+    Column("source", String(16), nullable=False),
+    #: The tool, span name or evaluator the messages came from.
+    Column("subject", Text, nullable=False),
+    Column("template", Text, nullable=False),
+    Column("first_seen_ns", BigInteger, nullable=False),
+    Column("last_seen_ns", BigInteger, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("weighted_count", Float, nullable=False),
+    #: Mined during the service's warm-up: part of the initial baseline.
+    Column("baseline", Boolean, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+Index("ix_failure_templates_project", failure_templates.c.project_id, failure_templates.c.first_seen_ns)
+
+#: One row per mined occurrence, for windowed counts and the sessions that show a template.
+template_hits = Table(
+    "template_hits",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("project_id", IdType, nullable=False),
+    Column("template_id", IdType, nullable=False),
+    Column("event_ns", BigInteger, nullable=False),
+    Column("session_id", Text, nullable=False),
+    Column("trace_id", String(32)),
+    Column("user_id", Text),
+    Column("service", Text),
+    Column("weight", Float, nullable=False),
+    Column("message", Text, nullable=False),
+)
+Index("ix_template_hits_time", template_hits.c.project_id, template_hits.c.event_ns)
+Index("ix_template_hits_template", template_hits.c.project_id, template_hits.c.template_id,
+      template_hits.c.event_ns)
+
+#: Alerts: one row per firing episode of a dedup key (see agentwatch.alert).
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("project_id", IdType, nullable=False),
+    Column("dedup_key", Text, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("rule", Text, nullable=False),
+    Column("dimension", Text, nullable=False),
+    Column("evaluator", Text, nullable=False),
+    Column("evaluator_version", String(32), nullable=False),
+    #: page | ticket
+    Column("severity", String(8), nullable=False),
+    #: firing | resolved
+    Column("state", String(8), nullable=False),
+    Column("started_ns", BigInteger, nullable=False),
+    Column("resolved_ns", BigInteger),
+    Column("detected_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("labels", JSONType, nullable=False),
+    Column("figures", JSONType, nullable=False),
+    Column("session_ids", JSONType, nullable=False),
+    Column("trace_ids", JSONType, nullable=False),
+    Column("owner", Text),
+    Column("acknowledged_at", UtcDateTime()),
+    Column("acknowledged_by", Text),
+    Column("silenced_until", UtcDateTime()),
+    #: Wall time of the last notification sent for it (repeat interval).
+    Column("notified_at", UtcDateTime()),
+)
+Index("ix_alerts_state", alerts.c.project_id, alerts.c.state, alerts.c.started_ns)
+Index("ix_alerts_key", alerts.c.project_id, alerts.c.dedup_key, alerts.c.state)
+
+#: Time-bounded silences: alerts whose fields match every matcher are not notified.
+silences = Table(
+    "silences",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("project_id", IdType, nullable=False),
+    #: {kind?, evaluator?, rule?, severity?, labels?: {service?, agent_version?, intent?}}
+    Column("matchers", JSONType, nullable=False),
+    Column("author", Text, nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+)
+Index("ix_silences_project", silences.c.project_id, silences.c.expires_at)
+
+#: Durable outbox of notifications: a notifier that fails is retried from here and never blocks checks.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("project_id", IdType, nullable=False),
+    Column("alert_id", IdType, nullable=False),
+    #: The notifier's name in the routes config.
+    Column("notifier", Text, nullable=False),
+    #: trigger | resolve | repeat
+    Column("event", String(8), nullable=False),
+    #: pending | sent | failed (gave up)
+    Column("state", String(8), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime(), nullable=False),
+    Column("last_error", Text),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("sent_at", UtcDateTime()),
+)
+Index("ix_notifications_due", notifications.c.state, notifications.c.next_attempt_at)

@@ -1,0 +1,243 @@
+"""What every check produces, and the ``alerts`` section of ``agentwatch.yaml``.
+
+A check runs at an event-time tick and answers :class:`Candidate` objects:
+the alert conditions that hold at that tick. The alert store
+(:mod:`agentwatch.alert.store`) turns them into alerts: a candidate whose
+dedup key has no firing alert opens one (``started_at`` = the tick), one that
+keeps holding updates it, and a firing alert of a rule that was checked but
+no longer holds is resolved at the tick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from agentwatch.errors import ConfigError
+from agentwatch.settings import parse_duration
+
+KINDS = ("drift", "new_cluster", "rare_event", "burn_rate", "calibration", "no_data", "evaluator_errors")
+SEVERITIES = ("page", "ticket")
+#: The labels every alert carries (empty string: not narrowed by it).
+LABEL_NAMES = ("service", "agent_version", "intent")
+#: Most session and trace ids an alert keeps.
+MAX_EXAMPLES = 20
+
+
+@dataclass
+class Candidate:
+    """An alert condition holding at one tick."""
+
+    kind: str
+    rule: str
+    severity: str
+    summary: str
+    dimension: str = ""
+    evaluator: str = ""
+    evaluator_version: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    session_ids: list[str] = field(default_factory=list)
+    trace_ids: list[str] = field(default_factory=list)
+    owner: str | None = None
+    #: Event time the condition began to hold, when earlier than the tick (a label's event time).
+    started_ns: int | None = None
+    #: Extra identity beyond kind, rule, dimension, version and labels (a template id).
+    discriminator: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown alert kind {self.kind!r}")
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"unknown severity {self.severity!r}")
+        self.labels = {name: str(self.labels.get(name) or "") for name in LABEL_NAMES}
+
+    @property
+    def dedup_key(self) -> str:
+        """Stable across ticks and replays: no times, no figures."""
+        parts = [self.kind, self.rule, self.dimension, self.evaluator_version,
+                 *(self.labels[name] for name in LABEL_NAMES), self.discriminator]
+        readable = ":".join(p for p in (self.kind, self.rule, self.dimension) if p)
+        digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+        return f"{readable}:{digest}"
+
+
+def _duration(section: Mapping[str, Any], key: str, default: float, where: str, dotted: str) -> float:
+    if key not in section:
+        return default
+    try:
+        return parse_duration(section[key])
+    except ValueError as exc:
+        raise ConfigError(f"{where}, line {_line(section, key)}, key {dotted}.{key}: {exc}") from exc
+
+
+def _number(section: Mapping[str, Any], key: str, default: float, where: str, dotted: str, *,
+            low: float = 0.0, high: float | None = None) -> float:
+    if key not in section:
+        return default
+    value = section[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (
+            high is not None and value > high):
+        bound = f"a number >= {low}" + (f" and <= {high}" if high is not None else "")
+        raise ConfigError(f"{where}, line {_line(section, key)}, key {dotted}.{key}: expected {bound}, got {value!r}")
+    return float(value)
+
+
+def _line(section: Any, key: str) -> str:
+    return str(getattr(section, "lines", {}).get(key, "?"))
+
+
+def _names(section: Mapping[str, Any], key: str, where: str, dotted: str) -> tuple[str, ...]:
+    value = section.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}, line {_line(section, key)}, key {dotted}.{key}: expected a list of names")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    window_s: float = 3600.0
+    baseline_s: float = 7 * 86400.0
+    #: Fire when z < -z_threshold ...
+    z_threshold: float = 4.0
+    #: ... with at least min_n scored sessions in the window ...
+    min_n: float = 20.0
+    #: ... a drop of the mean of at least min_effect ...
+    min_effect: float = 0.05
+    #: ... held this long.
+    hold_s: float = 900.0
+    warmup_s: float = 86400.0
+    cusum_k: float = 0.5
+    cusum_h: float = 8.0
+    #: Least baseline sessions for a series to be checked at all.
+    min_baseline_n: float = 200.0
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    window_s: float = 3600.0
+    baseline_s: float = 7 * 86400.0
+    min_count: float = 5.0
+    min_sessions: int = 3
+    min_users: int = 2
+    #: A known template surges when P(X >= c | baseline rate) is below this.
+    surge_p: float = 1e-4
+    similarity: float = 0.5
+    warmup_s: float = 86400.0
+
+
+@dataclass(frozen=True)
+class RareEventConfig:
+    #: A rare-event alert stays firing while a failure of its evaluator is this recent.
+    window_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    floor: float = 0.85
+    min_labels: int = 30
+    window_s: float = 14 * 86400.0
+
+
+@dataclass(frozen=True)
+class NoDataConfig:
+    services: tuple[str, ...] = ()
+    evaluators: tuple[str, ...] = ()
+    period_s: float = 1800.0
+    warmup_s: float = 86400.0
+
+
+@dataclass(frozen=True)
+class EvaluatorErrorsConfig:
+    floor: float = 0.2
+    window_s: float = 3600.0
+    min_n: float = 10.0
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """The ``alerts`` section, with the defaults of ``docs/alerts.md``."""
+
+    check_interval_s: float = 300.0
+    drift: DriftConfig = DriftConfig()
+    clusters: ClusterConfig = ClusterConfig()
+    rare_events: RareEventConfig = RareEventConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    no_data: NoDataConfig = NoDataConfig()
+    evaluator_errors: EvaluatorErrorsConfig = EvaluatorErrorsConfig()
+    repeat_interval_s: dict[str, float] = field(default_factory=lambda: {"page": 4 * 3600.0, "ticket": 86400.0})
+
+    @classmethod
+    def from_section(cls, section: Any, where: str = "agentwatch.yaml") -> MonitorConfig:
+        if section is None:
+            return cls()
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"{where}, key alerts: expected a mapping")
+        known = {"check_interval", "drift", "clusters", "rare_events", "calibration", "no_data",
+                 "evaluator_errors", "repeat_interval"}
+        for key in section:
+            if key not in known:
+                raise ConfigError(f"{where}, line {_line(section, key)}, key alerts.{key}: unknown setting "
+                                  f"(known: {', '.join(sorted(known))})")
+
+        def sub(name: str, keys: set[str]) -> Mapping[str, Any]:
+            value = section.get(name) or {}
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}, line {_line(section, name)}, key alerts.{name}: expected a mapping")
+            for key in value:
+                if key not in keys:
+                    raise ConfigError(f"{where}, line {_line(value, key)}, key alerts.{name}.{key}: unknown "
+                                      f"setting (known: {', '.join(sorted(keys))})")
+            return value
+
+        d = sub("drift", {"window", "baseline", "z", "min_n", "min_effect", "for", "warmup", "cusum_k", "cusum_h",
+                          "min_baseline_n"})
+        w = "alerts.drift"
+        drift = DriftConfig(
+            window_s=_duration(d, "window", 3600.0, where, w),
+            baseline_s=_duration(d, "baseline", 7 * 86400.0, where, w),
+            z_threshold=_number(d, "z", 4.0, where, w), min_n=_number(d, "min_n", 20.0, where, w, low=1),
+            min_effect=_number(d, "min_effect", 0.05, where, w, high=1), hold_s=_duration(d, "for", 900.0, where, w),
+            warmup_s=_duration(d, "warmup", 86400.0, where, w), cusum_k=_number(d, "cusum_k", 0.5, where, w),
+            cusum_h=_number(d, "cusum_h", 8.0, where, w, low=0.1),
+            min_baseline_n=_number(d, "min_baseline_n", 200.0, where, w))
+        c = sub("clusters", {"window", "baseline", "min_count", "min_sessions", "min_users", "surge_p", "similarity",
+                             "warmup"})
+        w = "alerts.clusters"
+        clusters = ClusterConfig(
+            window_s=_duration(c, "window", 3600.0, where, w),
+            baseline_s=_duration(c, "baseline", 7 * 86400.0, where, w),
+            min_count=_number(c, "min_count", 5.0, where, w, low=1),
+            min_sessions=int(_number(c, "min_sessions", 3, where, w, low=1)),
+            min_users=int(_number(c, "min_users", 2, where, w, low=1)),
+            surge_p=_number(c, "surge_p", 1e-4, where, w, high=1),
+            similarity=_number(c, "similarity", 0.5, where, w, low=0.01, high=1),
+            warmup_s=_duration(c, "warmup", 86400.0, where, w))
+        r = sub("rare_events", {"window"})
+        rare = RareEventConfig(window_s=_duration(r, "window", 3600.0, where, "alerts.rare_events"))
+        k = sub("calibration", {"floor", "min_labels", "window"})
+        w = "alerts.calibration"
+        calibration = CalibrationConfig(
+            floor=_number(k, "floor", 0.85, where, w, high=1),
+            min_labels=int(_number(k, "min_labels", 30, where, w, low=1)),
+            window_s=_duration(k, "window", 14 * 86400.0, where, w))
+        n = sub("no_data", {"services", "evaluators", "period", "warmup"})
+        w = "alerts.no_data"
+        no_data = NoDataConfig(
+            services=_names(n, "services", where, w), evaluators=_names(n, "evaluators", where, w),
+            period_s=_duration(n, "period", 1800.0, where, w), warmup_s=_duration(n, "warmup", 86400.0, where, w))
+        e = sub("evaluator_errors", {"floor", "window", "min_n"})
+        w = "alerts.evaluator_errors"
+        errors = EvaluatorErrorsConfig(
+            floor=_number(e, "floor", 0.2, where, w, high=1), window_s=_duration(e, "window", 3600.0, where, w),
+            min_n=_number(e, "min_n", 10.0, where, w, low=1))
+        repeat = sub("repeat_interval", {"page", "ticket"})
+        return cls(
+            check_interval_s=_duration(section, "check_interval", 300.0, where, "alerts"),
+            drift=drift, clusters=clusters, rare_events=rare, calibration=calibration, no_data=no_data,
+            evaluator_errors=errors,
+            repeat_interval_s={"page": _duration(repeat, "page", 4 * 3600.0, where, "alerts.repeat_interval"),
+                               "ticket": _duration(repeat, "ticket", 86400.0, where, "alerts.repeat_interval")})
