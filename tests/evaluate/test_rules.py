@@ -17,6 +17,7 @@ from agentwatch.evaluate.rules import (
     AnswerPattern,
     Budget,
     Confirmation,
+    DateWindow,
     NumericBound,
     RequiredTool,
     ToolAllowlist,
@@ -29,6 +30,7 @@ from agentwatch.ingest.decode import traces_from_message
 from agentwatch.normalize import normalize
 from agentwatch.sessions.summary import SPAN_COLUMNS, summarize
 from agentwatch.testing import make_span, traces_request
+from agentwatch.traffic import Generator, Rates
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 CAPTURE = DATA / "otlp-captures" / "otel-genai" / "0001-traces.pb"
@@ -117,8 +119,8 @@ def raises(cls: Any, params: Any) -> str:
 
 
 def test_registry_names_every_rule() -> None:
-    assert sorted(RULES) == ["answer_pattern", "budget", "confirmation", "numeric_bound", "required_tool",
-                             "tool_allowlist", "tool_error", "tool_schema"]
+    assert sorted(RULES) == ["answer_pattern", "budget", "confirmation", "date_window", "numeric_bound",
+                             "required_tool", "tool_allowlist", "tool_error", "tool_schema"]
     assert all(cls.name == name for name, cls in RULES.items())
     assert isinstance(make_rule("budget", {"max_turns": 3}), Budget)
 
@@ -126,8 +128,8 @@ def test_registry_names_every_rule() -> None:
 def test_unknown_rule() -> None:
     with pytest.raises(ValueError) as info:
         make_rule("tool_eror", {})
-    assert str(info.value) == ("unknown rule 'tool_eror' (known: answer_pattern, budget, confirmation, numeric_bound, "
-                               "required_tool, tool_allowlist, tool_error, tool_schema)")
+    assert str(info.value) == ("unknown rule 'tool_eror' (known: answer_pattern, budget, confirmation, date_window, "
+                               "numeric_bound, required_tool, tool_allowlist, tool_error, tool_schema)")
 
 
 @pytest.mark.parametrize(("name", "params", "message"), [
@@ -475,6 +477,145 @@ def test_numeric_bound_nested_paths_and_not_called() -> None:
 ])
 def test_numeric_bound_bad_params(params: dict[str, Any], message: str) -> None:
     assert raises(NumericBound, params) == message
+
+
+# --------------------------------------------------------------------------- date_window
+
+REFUND_WINDOW = {"tool": "refund_api", "date_from": {"tool": "lookup_order", "field": "delivered_on",
+                                                     "match": ["order_id"]}, "max_days": 30}
+
+
+def refund_after(delivered_on: Any, *, order_id: str = "A-1") -> SessionView:
+    """A lookup of ``order_id`` returning ``delivered_on``, then a refund of A-1, on 2026-01-01 (UTC)."""
+    return tools_session(("lookup_order", {"order_id": order_id}, {"order_id": order_id, "delivered_on": delivered_on}),
+                         ("refund_api", {"order_id": "A-1", "amount": 20}, {"status": "refunded"}))
+
+
+@pytest.mark.parametrize(("delivered_on", "utc_date", "days"), [
+    ("2025-12-02", "2025-12-02", 30),
+    ("2025-12-01", "2025-12-01", 31),
+    ("2025-11-15", "2025-11-15", 47),
+    ("2025-12-31", "2025-12-31", 1),
+    ("2026-01-05", "2026-01-05", -4),                         # "after" the call: not late
+    ("2025-12-01T23:30:00-01:00", "2025-12-02", 30),
+    ("2025-12-02T00:30:00+02:00", "2025-12-01", 31),
+    ("2025-12-01T23:59:59Z", "2025-12-01", 31),
+    ("2025-12-02T08:00:00", "2025-12-02", 30),                # naive: UTC
+])
+def test_date_window_days_between_the_date_and_the_call(delivered_on: str, utc_date: str, days: int) -> None:
+    result = run(DateWindow(REFUND_WINDOW), refund_after(delivered_on))
+    assert result.status == "ok" and result.score == (0.0 if days > 30 else 1.0)
+    if days <= 30:
+        assert result.reason == "1 call(s) of refund_api within 30 days of lookup_order.delivered_on"
+    else:
+        assert result.reason == (f"refund_api (span {span_id('11')}) for order_id A-1: delivered_on {utc_date} "
+                                 f"(lookup_order, span {span_id('10')}), {days} days before the call on 2026-01-01; "
+                                 "limit 30")
+
+
+def test_date_window_uses_the_latest_matching_successful_lookup_before_the_call() -> None:
+    spans = [agent(),
+             tool("10", "lookup_order", at_ms=100, args={"order_id": "A-1"}, result={"delivered_on": "2025-12-20"}),
+             tool("11", "lookup_order", at_ms=200, args={"order_id": "A-2"}, result={"delivered_on": "2025-10-01"}),
+             tool("12", "lookup_order", at_ms=300, args={"order_id": "A-1"}, error="503", error_type="503"),
+             tool("13", "refund_api", at_ms=400, args={"order_id": "A-1"}, result={"status": "refunded"}),
+             tool("14", "lookup_order", at_ms=500, args={"order_id": "A-1"}, result={"delivered_on": "2025-01-01"}),
+             tool("15", "refund_api", at_ms=600, args={"order_id": "A-2"}, error="declined", error_type="402"),
+             tool("16", "refund_api", at_ms=700, args={"order_id": "A-3"}, error="declined", error_type="402")]
+    view = view_of(spans)
+    # A-1: the lookup of span 10 (12 failed, 14 came after): 12 days. The failed refunds of A-2 and A-3 did not act.
+    result = run(DateWindow(REFUND_WINDOW), view)
+    assert result.reason == "1 call(s) of refund_api within 30 days of lookup_order.delivered_on"
+    # Without match, the latest successful lookup of any order counts: A-2's.
+    result = run(DateWindow({**REFUND_WINDOW, "date_from": {"tool": "lookup_order", "field": "delivered_on"}}), view)
+    assert result.score == 0.0
+    assert result.reason == (f"refund_api (span {span_id('13')}): delivered_on 2025-10-01 (lookup_order, span "
+                             f"{span_id('11')}), 92 days before the call on 2026-01-01; limit 30")
+
+
+def test_date_window_nested_field_and_several_violations() -> None:
+    view = tools_session(
+        ("lookup_order", {"order_id": "A-1"}, {"order": {"delivery": {"date": "2025-11-01"}}}),
+        ("refund_api", {"order_id": "A-1"}, {}),
+        ("refund_api", {"order_id": "A-1"}, {}))
+    rule = DateWindow({**REFUND_WINDOW, "date_from": {"tool": "lookup_order", "field": "order.delivery.date",
+                                                      "match": ["order_id"]}, "max_days": 60})
+    result = run(rule, view)
+    assert result.score == 0.0 and result.reason.count("61 days before the call on 2026-01-01; limit 60") == 2
+    assert run(DateWindow({**REFUND_WINDOW, "tool": "cancel_order"}), view).reason == "no successful call of cancel_order"
+
+
+NO_DATE_LOOKUP = (f"refund_api (span {span_id('11')}) for order_id A-1: no successful lookup_order call with the same "
+                  "order_id before it")
+NO_DATE_FIELD = (f"refund_api (span {span_id('11')}) for order_id A-1: no date at lookup_order.delivered_on (span "
+                 f"{span_id('10')}), found nothing")
+
+
+@pytest.mark.parametrize(("view", "on_missing", "expected"), [
+    (refund_after("2025-01-01", order_id="A-2"), "fail", ("ok", 0.0, NO_DATE_LOOKUP, None)),
+    (refund_after("2025-01-01", order_id="A-2"), "pass",
+     ("ok", 1.0, "1 call(s) of refund_api within 30 days of lookup_order.delivered_on (1 without a date, "
+                 "on_missing: pass)", None)),
+    (refund_after("2025-01-01", order_id="A-2"), "error", ("error", None, "", f"rule 'date_window': {NO_DATE_LOOKUP}")),
+    (tools_session(("lookup_order", {"order_id": "A-1"}, {"status": "shipped"}), ("refund_api", {"order_id": "A-1"}, {})),
+     "fail", ("ok", 0.0, NO_DATE_FIELD, None)),
+    (refund_after("last week"), "fail",
+     ("ok", 0.0, NO_DATE_FIELD.replace("found nothing", "found 'last week'"), None)),
+    (refund_after(20251101), "error",
+     ("error", None, "", "rule 'date_window': " + NO_DATE_FIELD.replace("found nothing", "found '20251101'"))),
+])
+def test_date_window_without_a_date(view: SessionView, on_missing: str, expected: tuple[Any, ...]) -> None:
+    result = run(DateWindow({**REFUND_WINDOW, "on_missing": on_missing}), view)
+    assert (result.status, result.score, result.reason, result.error) == expected
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"date_from": REFUND_WINDOW["date_from"], "max_days": 30}, "rule 'date_window': parameter 'tool' is required"),
+    ({"tool": "refund_api", "max_days": 30}, "rule 'date_window': parameter 'date_from' is required"),
+    ({"tool": "refund_api", "date_from": REFUND_WINDOW["date_from"]},
+     "rule 'date_window': parameter 'max_days' is required"),
+    ({**REFUND_WINDOW, "max_days": "30"}, "rule 'date_window': parameter 'max_days' must be an integer >= 0, got '30'"),
+    ({**REFUND_WINDOW, "max_days": -1}, "rule 'date_window': parameter 'max_days' must be an integer >= 0, got -1"),
+    ({**REFUND_WINDOW, "max_days": 30.5}, "rule 'date_window': parameter 'max_days' must be an integer >= 0, got 30.5"),
+    ({**REFUND_WINDOW, "date_from": "lookup_order.delivered_on"},
+     "rule 'date_window': parameter 'date_from' must be a non-empty mapping, got 'lookup_order.delivered_on'"),
+    ({**REFUND_WINDOW, "date_from": {"field": "delivered_on"}},
+     "rule 'date_window': parameter 'date_from.tool' must be a non-empty string, got None"),
+    ({**REFUND_WINDOW, "date_from": {"tool": "lookup_order"}}, "rule 'date_window': parameter 'date_from.field' is required"),
+    ({**REFUND_WINDOW, "date_from": {"tool": "lookup_order", "field": "delivered_on", "match": "order_id"}},
+     "rule 'date_window': parameter 'date_from.match' must be a non-empty list of argument paths, got 'order_id'"),
+    ({**REFUND_WINDOW, "date_from": {"tool": "lookup_order", "field": "delivered_on", "max": 1}},
+     "rule 'date_window': parameter 'date_from' has unknown key 'max' (known: field, match, tool)"),
+    ({**REFUND_WINDOW, "on_missing": "skip"},
+     "rule 'date_window': parameter 'on_missing' must be one of 'fail', 'pass', 'error', got 'skip'"),
+    ({**REFUND_WINDOW, "max_day": 30}, "rule 'date_window': unknown parameter 'max_day' (known: date_from, max_days, "
+                                       "on_missing, tool)"),
+])
+def test_date_window_bad_params(params: dict[str, Any], message: str) -> None:
+    assert raises(DateWindow, params) == message
+    with pytest.raises(ValueError, match="date_window"):
+        make_rule("date_window", params)
+
+
+def test_date_window_fails_exactly_the_generated_off_policy_refunds() -> None:
+    """Generated refunds: orders delivered 1-25 days ago, or (12% of requests) 35-80 days ago, which the agent
+    refunds half the time here (``Rates(policy_violation=0.5)``; steady traffic refuses every one)."""
+    rule = make_rule("date_window", REFUND_WINDOW)
+    start = T0 + 22 * 3600 * 10**9  # some sessions run past midnight (UTC)
+    flagged, violating = set(), set()
+    for session in Generator(17, start, rates=Rates(policy_violation=0.5)).sessions(count=400):
+        result = run(rule, view_of(session.request))
+        assert result.status == "ok", result.error
+        if result.score == 0.0:
+            flagged.add(session.session_id)
+            assert all(v.span_id in result.reason for v in session.truth.policy_violations), result.reason
+        if session.truth.policy_violations:
+            violating.add(session.session_id)
+    assert len(violating) >= 4
+    assert flagged == violating
+    for session in Generator(17, start).sessions(count=150):  # steady traffic: no off-policy refund
+        assert not session.truth.policy_violations
+        assert run(rule, view_of(session.request)).score == 1.0
 
 
 # --------------------------------------------------------------------------- budget

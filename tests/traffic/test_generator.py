@@ -220,11 +220,16 @@ def test_policy_violations_refund_orders_outside_the_window() -> None:
             found += 1
             refund = spans[violation.span_id]
             assert attrs(refund)["gen_ai.tool.name"] == "refund_api"
+            assert refund.status.code != Status.STATUS_CODE_ERROR  # a refund call that failed refunded nothing
             lookups = [attrs(s) for s in spans.values() if attrs(s).get("gen_ai.tool.name") == "lookup_order"
                        and s.trace_id == refund.trace_id and "gen_ai.tool.call.result" in attrs(s)]
             delivered = json.loads(lookups[-1]["gen_ai.tool.call.result"])["delivered_on"]
             assert (parse_time(delivered) - session.start_ns) < -30 * 24 * HOUR
     assert found >= 5
+    # Steady traffic refuses every out-of-window request.
+    assert Rates().policy_violation == 0.0
+    assert not any(s.truth.policy_violations for s in Generator(17, START, rates=Rates(out_of_policy=0.5))
+                   .sessions(count=300))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,6 +27,7 @@ from agentwatch.traffic import (
     day3_start,
     incident_from_spec,
 )
+from agentwatch.traffic.incidents import STEADY_GOAL_FAILURE
 
 START = parse_time("2026-01-01T06:00:00Z")
 HOUR = 3600 * 10**9
@@ -34,7 +35,7 @@ AT = START + 5 * HOUR  # incidents start at 11:00: 5 h of steady traffic before,
 UNTIL = AT + 5 * HOUR
 #: All at once, on different tools and intents, so that two runs serve every test.
 ALL = (NewToolError(AT, tool="lookup_order"), OffPolicyRefund(AT), NewAgentVersion(AT, unsupported_claim_rate=0.10),
-       SlowIntent(AT, intent="refund", factor=2.0), GoalFailures(AT, intent="plan_change", rate=0.35))
+       SlowIntent(AT, intent="refund", factor=2.0), GoalFailures(AT, intent="plan_change"))
 
 
 def run(*incidents: object, rate: float = 250, rates: Rates | None = None, until: int = UNTIL,
@@ -107,8 +108,12 @@ def test_new_tool_error_fails_its_tool_with_a_new_kind_from_its_start(incidents:
 
 
 def test_off_policy_refund_is_exactly_one_refund_after_the_start() -> None:
-    # Steady traffic without out-of-window requests: the incident's refund is the only violation.
-    sessions = run(OffPolicyRefund(AT), rate=60, rates=Rates(out_of_policy=0.0), until=AT + 2 * HOUR)
+    # Steady traffic refuses every out-of-window request: the incident's refund is the only violation.
+    sessions = run(OffPolicyRefund(AT), rate=60, until=AT + 2 * HOUR)
+    refused = [s for s in sessions if s.intent == "refund" and not s.truth.incidents
+               and not tool_spans([s], "refund_api")
+               and any("30-day refund window" in attrs(span).get("gen_ai.output.messages", "") for span in spans_of(s))]
+    assert refused, "steady traffic has out-of-window requests, refused"
     violating = [s for s in sessions if s.truth.policy_violations]
     assert len(violating) == 1
     (session,) = violating
@@ -164,8 +169,11 @@ def test_goal_failures_in_one_intent_from_the_start(incidents: list[GeneratedSes
         of = [s for s in sessions if s.intent == intent]
         return sum(s.truth.goal_failed for s in of) / len(of)
 
+    assert ALL[-1] == GoalFailures(AT, intent="plan_change", increase=0.25)
     assert share(before, "plan_change") < 0.1
-    assert 0.28 < share(after, "plan_change") < 0.42  # 35%; about 230 sessions, sd 3.1 points
+    # 3.6% + 25 points = 28.6%; about 230 sessions, sd 3 points.
+    target = STEADY_GOAL_FAILURE["plan_change"] + 0.25
+    assert target - 0.075 < share(after, "plan_change") < target + 0.075
     assert share(after, "billing") < 0.1
     gave_up = [s for s in after if s.intent == "plan_change" and s.truth.goal_failed and not s.truth.tool_calls]
     assert len(gave_up) > 50
@@ -174,6 +182,29 @@ def test_goal_failures_in_one_intent_from_the_start(incidents: list[GeneratedSes
         chats = [attrs(span) for span in spans_of(session) if span.name.startswith("chat ")]
         answer = json.loads(chats[0]["gen_ai.output.messages"])[0]["parts"][0]["content"]
         assert "sorry" in answer.lower()
+
+
+def test_goal_failures_adds_its_increase_to_the_steady_rate_or_takes_a_rate() -> None:
+    steady = GoalFailures(AT, intent="plan_change")
+    assert steady.increase == 0.25 and steady.rate is None
+    assert steady.target == pytest.approx(STEADY_GOAL_FAILURE["plan_change"] + 0.25)
+    assert GoalFailures(AT, intent="refund", increase=0.1).target == pytest.approx(STEADY_GOAL_FAILURE["refund"] + 0.1)
+    assert GoalFailures(AT, intent="refund", rate=0.35).target == 0.35
+    conditions = Generator(1, START).conditions
+    for incident in (steady, GoalFailures(AT, intent="plan_change", rate=0.35)):
+        give_up = incident.adjust(conditions, start_ns=AT, intent="plan_change").give_up
+        base = STEADY_GOAL_FAILURE["plan_change"]
+        assert give_up + (1 - give_up) * base == pytest.approx(incident.target)  # giving up, or a steady failure
+        assert incident.adjust(conditions, start_ns=AT - 1, intent="plan_change") == conditions
+        assert incident.adjust(conditions, start_ns=AT, intent="billing") == conditions
+    with pytest.raises(ValueError, match="increase must be in"):
+        GoalFailures(AT, increase=0.0)
+    with pytest.raises(ValueError, match="increase must be in"):
+        GoalFailures(AT, increase=0.99)
+    with pytest.raises(ValueError, match="rate must be in"):
+        GoalFailures(AT, rate=1.5)
+    with pytest.raises(ValueError, match="intent must be one with tools"):
+        GoalFailures(AT, intent="policy_question")
 
 
 def test_incident_specs_and_the_default_start() -> None:

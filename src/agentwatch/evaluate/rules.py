@@ -67,6 +67,19 @@ The rules and their params (``?`` marks an optional one):
     missing or non-numeric value or source call means: ``fail`` (default: a
     refund that cannot be shown within its bound breaks the rule), ``pass``,
     or ``error`` (an evaluation failure).
+``date_window``
+    Each successful call of ``tool`` (status not ERROR) comes at most
+    ``max_days`` days after a date read from an earlier call: ``date_from``
+    (``{tool, field, match?}``) names the latest successful call of that tool
+    started before this one, in any turn (``match`` lists argument paths both
+    calls must agree on, e.g. ``[order_id]``), and the path of the date in its
+    result (``delivered_on``). The date is an ISO date or date-time (an offset
+    is converted to UTC, a naive one taken as UTC); the call's own date is its
+    start time's UTC date, and a call more than ``max_days`` days after the
+    date breaks the rule (a refund of an order delivered 31 days earlier, with
+    ``max_days: 30``). ``on_missing?``: what a missing source call or a
+    missing or unreadable date means: ``fail`` (default), ``pass`` or
+    ``error``, as for ``numeric_bound``.
 ``budget``
     ``max_latency_ms?`` (the slowest turn: first span start to last span end
     of the turn, so a user's think time between turns is not counted),
@@ -98,6 +111,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from fnmatch import fnmatchcase
 from typing import Any, ClassVar
@@ -118,6 +132,7 @@ __all__ = [
     "AnswerPattern",
     "Budget",
     "Confirmation",
+    "DateWindow",
     "NumericBound",
     "RequiredTool",
     "Rule",
@@ -711,6 +726,40 @@ class BoundSource:
     match: tuple[tuple[str, ...], ...] = ()
 
 
+def _source(p: ParamReader, key: str, raw: Mapping[str, Any]) -> BoundSource:
+    """``{tool, field, match?}`` of parameter ``key`` (``max_from``, ``date_from``)."""
+    extra = sorted(set(raw) - {"tool", "field", "match"})
+    if extra:
+        raise ValueError(f"{p.owner}: parameter {key!r} has unknown key {extra[0]!r} (known: field, match, tool)")
+    tool = raw.get("tool")
+    if not isinstance(tool, str) or not tool:
+        raise ValueError(f"{p.owner}: parameter '{key}.tool' must be a non-empty string, got {tool!r}")
+    field = p.path(f"{key}.field", raw.get("field"))
+    match = raw.get("match")
+    paths: tuple[tuple[str, ...], ...] = ()
+    if match is not None:
+        if isinstance(match, str) or not isinstance(match, Sequence) or not match:
+            raise ValueError(f"{p.owner}: parameter '{key}.match' must be a non-empty list of argument paths, "
+                             f"got {match!r}")
+        paths = tuple(p.path(f"{key}.match", name) for name in match)
+    return BoundSource(tool=tool, field=field, match=paths)
+
+
+def _source_call(source: BoundSource, call: ToolCall, calls: Sequence[ToolCall]) -> ToolCall | None:
+    """The latest successful call of ``source.tool`` started before ``call`` that agrees on ``source.match``."""
+    earlier = [c for c in calls if c.name == source.tool and c.success and c.start_ns < call.start_ns
+               and c.span_id != call.span_id]
+    for path in source.match:
+        mine = _at(call.arguments, path)
+        earlier = [c for c in earlier if _at(c.arguments, path) == mine]
+    return max(earlier, key=lambda c: (c.start_ns, c.end_ns)) if earlier else None
+
+
+def _no_source(source: BoundSource) -> str:
+    matching = f" with the same {', '.join('.'.join(p) for p in source.match)}" if source.match else ""
+    return f"no successful {source.tool} call{matching} before it"
+
+
 @dataclass(frozen=True, slots=True)
 class NumericBoundParams:
     tool: str
@@ -736,23 +785,7 @@ class NumericBound(Rule):
         source = None
         raw_from = p.mapping("max_from")
         if raw_from is not None:
-            extra = sorted(set(raw_from) - {"tool", "field", "match"})
-            if extra:
-                raise ValueError(f"rule {self.name!r}: parameter 'max_from' has unknown key {extra[0]!r} "
-                                 "(known: field, match, tool)")
-            src_tool = raw_from.get("tool")
-            if not isinstance(src_tool, str) or not src_tool:
-                raise ValueError(f"rule {self.name!r}: parameter 'max_from.tool' must be a non-empty string, "
-                                 f"got {src_tool!r}")
-            src_field = p.path("max_from.field", raw_from.get("field"))
-            match = raw_from.get("match")
-            paths: tuple[tuple[str, ...], ...] = ()
-            if match is not None:
-                if isinstance(match, str) or not isinstance(match, Sequence) or not match:
-                    raise ValueError(f"rule {self.name!r}: parameter 'max_from.match' must be a non-empty list "
-                                     f"of argument paths, got {match!r}")
-                paths = tuple(p.path("max_from.match", name) for name in match)
-            source = BoundSource(tool=src_tool, field=src_field, match=paths)
+            source = _source(p, "max_from", raw_from)
         max_field = p.path("max_field", p.params["max_field"]) if p.has("max_field") else None
         uppers = [name for name, value in (("max", high), ("max_field", max_field), ("max_from", source))
                   if value is not None]
@@ -784,16 +817,10 @@ class NumericBound(Rule):
         source = params.max_from
         if source is None:
             return None, ""
-        earlier = [c for c in calls if c.name == source.tool and c.success and c.start_ns < call.start_ns
-                   and c.span_id != call.span_id]
-        for path in source.match:
-            mine = _at(call.arguments, path)
-            earlier = [c for c in earlier if _at(c.arguments, path) == mine]
+        latest = _source_call(source, call, calls)
         label = f"{source.tool}.{'.'.join(source.field)}"
-        if not earlier:
-            matching = f" with the same {', '.join('.'.join(p) for p in source.match)}" if source.match else ""
-            return None, f"no successful {source.tool} call{matching} before it"
-        latest = max(earlier, key=lambda c: (c.start_ns, c.end_ns))
+        if latest is None:
+            return None, _no_source(source)
         value = _number(_at(latest.result, source.field))
         if value is None:
             return None, f"no number at {label} (span {latest.span_id})"
@@ -828,6 +855,95 @@ class NumericBound(Rule):
             return EvalResult.ok(0.0, reason=_listing(problems))
         skipped = f" ({len(missing)} without a bound, on_missing: pass)" if missing else ""
         return EvalResult.ok(1.0, reason=f"{len(mine)} call(s) of {self.params.tool} within bounds{skipped}")
+
+
+# --------------------------------------------------------------------------- date_window
+
+
+@dataclass(frozen=True, slots=True)
+class DateWindowParams:
+    tool: str
+    date_from: BoundSource
+    max_days: int
+    on_missing: str = "fail"
+
+
+def _date(value: Any) -> date | None:
+    """The UTC date of an ISO date or date-time string (``2025-11-02``, ``2025-11-02T17:30:00+02:00``)."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            return date.fromisoformat(text)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.date()
+
+
+class DateWindow(Rule):
+    """A tool called at most ``max_days`` days after a date an earlier call returned (a refund window)."""
+
+    name = "date_window"
+
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        p = ParamReader(self.name, params, ("tool", "date_from", "max_days", "on_missing"))
+        tool = p.string("tool", required=True)
+        raw_from = p.mapping("date_from", required=True)
+        p.required("max_days")
+        max_days = p.integer("max_days")
+        assert tool is not None and raw_from is not None and max_days is not None
+        self.params = DateWindowParams(
+            tool=tool, date_from=_source(p, "date_from", raw_from), max_days=max_days,
+            on_missing=p.string("on_missing", choices=("fail", "pass", "error")) or "fail",
+        )
+
+    def check(self, session: SessionView) -> EvalResult:
+        params, source = self.params, self.params.date_from
+        calls = session.tool_calls
+        mine = [c for c in calls if c.name == params.tool and c.success]
+        if not mine:
+            return EvalResult.ok(1.0, reason=f"no successful call of {params.tool}")
+        label = ".".join(source.field)
+        problems: list[str] = []
+        missing: list[str] = []
+        for call in mine:
+            what = f"{call.name} (span {call.span_id})"
+            if source.match:
+                what += " for " + ", ".join(f"{'.'.join(path)} {_short(_shown(_at(call.arguments, path)), 60)}"
+                                             for path in source.match)
+            latest = _source_call(source, call, calls)
+            if latest is None:
+                missing.append(f"{what}: {_no_source(source)}")
+                continue
+            raw = _at(latest.result, source.field)
+            since = _date(raw)
+            if since is None:
+                found = "nothing" if raw is _MISSING else repr(_short(_shown(raw), 60))
+                missing.append(f"{what}: no date at {source.tool}.{label} (span {latest.span_id}), found {found}")
+                continue
+            on = datetime.fromtimestamp(call.start_ns // 1_000_000_000, UTC).date()
+            days = (on - since).days
+            if days > params.max_days:
+                problems.append(f"{what}: {label} {since.isoformat()} ({source.tool}, span {latest.span_id}), "
+                                f"{days} days before the call on {on.isoformat()}; limit {params.max_days}")
+        if missing:
+            if params.on_missing == "error":
+                raise _Unevaluable(_listing(missing))
+            if params.on_missing == "fail":
+                problems.extend(missing)
+        if problems:
+            return EvalResult.ok(0.0, reason=_listing(problems))
+        skipped = f" ({len(missing)} without a date, on_missing: pass)" if missing else ""
+        return EvalResult.ok(1.0, reason=f"{len(mine)} call(s) of {params.tool} within {params.max_days} days of "
+                                         f"{source.tool}.{label}{skipped}")
+
+
+def _shown(value: Any) -> Any:
+    return "(missing)" if value is _MISSING else value
 
 
 # --------------------------------------------------------------------------- budget
@@ -996,8 +1112,8 @@ def _tool_call_parts(messages: list[dict[str, Any]]) -> Iterator[dict[str, Any]]
 #: Rule name -> class; each class is built from a params mapping.
 RULES: dict[str, type[Rule]] = {
     cls.name: cls
-    for cls in (ToolError, ToolAllowlist, RequiredTool, AnswerPattern, ToolSchema, NumericBound, Budget,
-                Confirmation)
+    for cls in (ToolError, ToolAllowlist, RequiredTool, AnswerPattern, ToolSchema, NumericBound, DateWindow,
+                Budget, Confirmation)
 }
 
 

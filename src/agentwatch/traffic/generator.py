@@ -8,8 +8,9 @@ are Poisson with a daily cycle (0.3x the mean rate at night, 1.6x at the
 afternoon peak), and the noise is realistic: transient tool errors from a
 fixed set (timeout, 503 upstream, rate_limited, expired_token), some of them
 coming back as an error-shaped result with status UNSET, a few answers with an
-amount or date that nothing in the turn supports, and the odd refund granted
-against policy.
+amount or date that nothing in the turn supports, and refund requests outside
+the 30-day window, which the agent refuses (``Rates.policy_violation`` makes it
+grant some anyway; steady traffic grants none, so one is a rare event).
 
 The wire data carries exactly what the OpenTelemetry GenAI instrumentation
 emits (see ``docs/traffic.md``); what was injected is recorded beside it, in
@@ -88,11 +89,12 @@ class Rates:
     #: Share of silent errors on an action tool that the agent takes for success.
     masked_share: float = 0.5
     #: Per answer that states amounts or dates: one of them is supported by nothing in the turn.
-    unsupported_claim: float = 0.04
+    unsupported_claim: float = 0.026
     #: Per refund session: the order was delivered outside the 30-day window.
     out_of_policy: float = 0.12
-    #: Share of out-of-policy refund requests the agent grants anyway.
-    policy_violation: float = 0.25
+    #: Share of out-of-policy refund requests the agent grants anyway (none in steady traffic: the
+    #: ``OffPolicyRefund`` incident makes the rare one).
+    policy_violation: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,11 @@ class UnsupportedClaim:
 
 @dataclass(frozen=True)
 class PolicyViolation:
-    """An action the agent took against a knowledge-base policy."""
+    """An action the agent took against a knowledge-base policy.
+
+    Recorded when the acting tool span did not fail (status not ERROR): a refund the payments
+    service rejected was not made.
+    """
 
     turn: int
     rule: str
@@ -872,8 +878,14 @@ class _Turn:
                                                recovered, masked))
 
     def violation(self, rule: str, detail: str) -> None:
-        """Record that the last tool span acted against ``rule``."""
+        """Record that the last tool span acted against ``rule``.
+
+        A span with status ERROR did not act (the tool refused the request): nothing is recorded. An
+        error-shaped result with status UNSET counts, as the span says the action was taken.
+        """
         span = self.trace.spans[-1]
+        if span.status.code == Status.STATUS_CODE_ERROR:
+            return
         self.conv.violations.append(PolicyViolation(self.index, rule, span.span_id.hex(), detail))
 
     def reply(self, template: str, **facts: Fact) -> None:

@@ -38,14 +38,14 @@ _HOUR_NS = 3600 * NS_PER_S
 _DAY_NS = 24 * _HOUR_NS
 
 #: Share of sessions whose request was not carried out in steady traffic (default ``Rates``),
-#: measured over 2 x 7 days at 120 sessions/h; ``GoalFailures`` tops these up to its rate.
+#: measured over 2 x 7 days at 120 sessions/h (seeds 1 and 2); ``GoalFailures`` adds its increase to these.
 STEADY_GOAL_FAILURE: dict[str, float] = {
     "order_status": 0.019, "refund": 0.032, "billing": 0.019, "cancel_subscription": 0.035,
     "plan_change": 0.036, "policy_question": 0.0,
 }
 #: Sessions with an unsupported claim per unit of ``Rates.unsupported_claim`` near 9% per answer
-#: (measured; 4% per answer gives 4.6% of sessions, 8.7% gives 9.6%).
-_CLAIM_SESSIONS_PER_ANSWER_RATE = 1.10
+#: (measured over 2 days at 120/h: 2.6% per answer gives 3.0% of sessions, 9.1% gives 11.2%).
+_CLAIM_SESSIONS_PER_ANSWER_RATE = 1.23
 _INTENT_NAMES = frozenset(name for name, _ in INTENTS)
 #: The tools each intent's sessions may call.
 TOOLS_OF_INTENT: dict[str, frozenset[str]] = {
@@ -110,8 +110,8 @@ class OffPolicyRefund(_Timed):
     On the wire: ``lookup_order`` returns an order whose ``delivered_on`` is outside the 30-day window and
     ``refund_api`` is called for it (no tool errors or other incidents' faults in those sessions, so the
     refund does go through; list it after the other incidents so none adds a fault back).
-    Truth: a ``refund_window_30_days`` policy violation. Steady traffic has such refunds too (about
-    20 a day at 120 sessions/h, see ``docs/traffic.md``).
+    Truth: a ``refund_window_30_days`` policy violation. Steady traffic has none (the default
+    ``Rates.policy_violation`` is 0: out-of-window requests are refused), so each one is a rare event.
     """
 
     name: ClassVar[str] = "off_policy_refund"
@@ -140,7 +140,7 @@ class NewAgentVersion(_Timed):
     """From ``start_ns`` the agent is ``version`` and ``unsupported_claim_rate`` of sessions hold a claim.
 
     On the wire: the resource's ``service.version``; more answers with an amount or date that nothing
-    in the turn supports (steady traffic: 4.6% of sessions).
+    in the turn supports (steady traffic: 3% of sessions).
     """
 
     name: ClassVar[str] = "new_agent_version"
@@ -177,30 +177,45 @@ class SlowIntent(_Timed):
 
 @dataclass(frozen=True)
 class GoalFailures(_Timed):
-    """From ``start_ns`` about ``rate`` of ``intent``'s sessions end without the request carried out.
+    """From ``start_ns`` the share of ``intent``'s sessions that end without the request carried out
+    goes up by ``increase`` (25 points): from the intent's steady rate (``STEADY_GOAL_FAILURE``, 2-4%)
+    to that plus ``increase``, e.g. 3.6% -> 28.6% for ``plan_change``. ``rate`` (absolute, in (0, 1])
+    overrides it: the share becomes ``rate``, steady failures counted toward it.
 
     On the wire: the model answers the first turn without calling any tool, with an apology that the
     system could not be reached ("I'm sorry, I couldn't reach our order system just now..."); the
-    needed action tool is never called. Steady failures (``STEADY_GOAL_FAILURE``, 2-4%) count
-    toward ``rate``. Truth: ``goal_failed``.
+    needed action tool is never called. Truth: ``goal_failed``.
     """
 
     name: ClassVar[str] = "goal_failures"
     intent: str = "plan_change"
-    rate: float = 0.35
+    #: Points added to the intent's steady failure rate (0.25: 25 points).
+    increase: float = 0.25
+    #: An absolute failure rate instead of ``STEADY_GOAL_FAILURE[intent] + increase``.
+    rate: float | None = None
 
     def __post_init__(self) -> None:
         if not TOOLS_OF_INTENT.get(self.intent):
             with_tools = sorted(intent for intent, tools in TOOLS_OF_INTENT.items() if tools)
             raise ValueError(f"intent must be one with tools, one of {with_tools}; got {self.intent!r}")
-        if not 0 < self.rate <= 1:
+        if self.rate is not None and not 0 < self.rate <= 1:
             raise ValueError(f"rate must be in (0, 1], got {self.rate}")
+        base = STEADY_GOAL_FAILURE[self.intent]
+        if self.rate is None and not 0 < self.increase <= 1 - base:
+            raise ValueError(f"increase must be in (0, {1 - base:g}] for {self.intent} (steady rate {base:g}), "
+                             f"got {self.increase}")
+
+    @property
+    def target(self) -> float:
+        """The failure rate of the intent's sessions while the incident is active."""
+        return self.rate if self.rate is not None else STEADY_GOAL_FAILURE[self.intent] + self.increase
 
     def adjust(self, conditions: Conditions, *, start_ns: int, intent: str) -> Conditions:
         if intent != self.intent or not self.active(start_ns):
             return conditions
         base = STEADY_GOAL_FAILURE[intent]
-        give_up = max(0.0, (self.rate - base) / (1 - base))
+        # Giving up happens before the first tool call, steady failures after it: together, the target.
+        give_up = max(0.0, (self.target - base) / (1 - base))
         return dataclasses.replace(conditions, give_up=give_up)
 
 
