@@ -8,13 +8,17 @@ import time
 
 from sqlalchemy import Connection, select
 
+from agentwatch.alert.notify import Dispatcher
+from agentwatch.alert.routes import load_routes
 from agentwatch.auth import Auth
 from agentwatch.errors import Unavailable
 from agentwatch.evaluate.catalogue import load_catalogue
 from agentwatch.evaluate.engine import EvaluationWorker, Scorer
 from agentwatch.ingest.memory import GuardedBudget, MemoryGuard
 from agentwatch.ingest.receiver import Budget, DecodePool, Receiver
-from agentwatch.monitor import rollups
+from agentwatch.monitor import rollups, slo
+from agentwatch.monitor.base import MonitorConfig
+from agentwatch.monitor.checker import Monitor
 from agentwatch.normalize import NormalizeOptions
 from agentwatch.normalize.pricing import PriceTable
 from agentwatch.normalize.redact import Redactor
@@ -49,6 +53,10 @@ class Pipeline:
                                             settings.config_path or "agentwatch.yaml"),
         )
         self.catalogue = load_catalogue(settings.sections, settings.config_path)
+        where = settings.config_path or "agentwatch.yaml"
+        self.monitor_config = MonitorConfig.from_section(settings.sections.get("alerts"), where)
+        self.slos = slo.load_slos(settings.sections, settings.config_path, self.catalogue)
+        self.routes = load_routes(settings.sections, settings.config_path)
         self.writer = Writer(
             self.store.engine,
             idle_timeout_s=settings.idle_timeout,
@@ -65,7 +73,12 @@ class Pipeline:
                        else Budget(settings.max_inflight_bytes))
         self.receiver = Receiver(self.writer, self.options, self.budget)
         self.auth = Auth(self.store, self.default_project_id)
+        self.monitor = Monitor(self.store.engine, self.catalogue, self.monitor_config, self.slos, self.routes,
+                               idle_timeout_s=settings.idle_timeout, public_url=settings.public_url)
+        self.dispatcher = Dispatcher(self.store.engine, self.routes, public_url=settings.public_url,
+                                     repeat_interval_s=self.monitor_config.repeat_interval_s)
         self._ticker: threading.Thread | None = None
+        self._monitor_thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
     def start(self) -> None:
@@ -78,17 +91,22 @@ class Pipeline:
             self.receiver.pool = DecodePool(self.settings.decode_processes, self.options)
         self._ticker = threading.Thread(target=self._tick, name="agentwatch-clock", daemon=True)
         self._ticker.start()
+        self._monitor_thread = threading.Thread(target=self._watch, name="agentwatch-monitor", daemon=True)
+        self._monitor_thread.start()
+        self.dispatcher.start()
 
-    @staticmethod
-    def _on_complete(conn: Connection, project_id: int, session_ids: list[str]) -> None:
-        """In the transaction that completes sessions: queue their evaluation, count them in rollups."""
+    def _on_complete(self, conn: Connection, project_id: int, session_ids: list[str]) -> None:
+        """In the transaction that completes sessions: queue their evaluation, count them in rollups
+        and in the system SLOs' series."""
         evaluations.enqueue(conn, project_id, session_ids)
         s = m.sessions.c
         for i in range(0, len(session_ids), 500):
             chunk = session_ids[i : i + 500]
-            rows = conn.execute(select(s.service, s.agent_version, s.intent, s.start_ns, s.end_ns, s.errors,
-                                       s.cost_usd).where(s.project_id == project_id, s.session_id.in_(chunk)))
-            rollups.apply_sessions(conn, project_id, [dict(r._mapping) for r in rows])
+            rows = [dict(r._mapping) for r in conn.execute(
+                select(s.service, s.agent_version, s.intent, s.start_ns, s.end_ns, s.errors, s.cost_usd, s.work_ms)
+                .where(s.project_id == project_id, s.session_id.in_(chunk)))]
+            rollups.apply_sessions(conn, project_id, rows)
+            slo.record_sessions(conn, project_id, self.slos, rows)
 
     def _shadow(self, new_versions: list[tuple[str, str]]) -> None:
         """A new version of a known evaluator scores the baseline window's retained sampled sessions,
@@ -114,6 +132,28 @@ class Pipeline:
                     self.apply_retention()
             except Exception:  # noqa: BLE001 - the clock keeps ticking
                 logger.exception("advancing the event-time clock failed")
+
+    def _watch(self) -> None:
+        """The monitor's loop: check the ticks that became due, and queue repeat notifications."""
+        while not self._stopping.wait(TICK_SECONDS):
+            try:
+                if self.check():
+                    self.dispatcher.wake()
+            except Exception:  # noqa: BLE001 - the monitor keeps watching
+                logger.exception("checking alerts failed")
+
+    def check(self, project_id: int | None = None, *, final: bool = False) -> int:
+        """Run the monitor's due ticks for each project (``final``: through the last event, as flush does)."""
+        ran = 0
+        for pid, clock in list(self.writer.clocks.items()):
+            if project_id is not None and pid != project_id:
+                continue
+            while True:
+                n = self.monitor.run(pid, clock.watermark_ns, final_event_ns=clock.max_event_ns if final else None)
+                ran += n
+                if not final or n == 0:
+                    break
+        return ran
 
     def apply_retention(self, project_id: int | None = None) -> int:
         """Drop the span payloads that retention says are due, on each project's watermark."""
@@ -142,12 +182,16 @@ class Pipeline:
             time.sleep(0.05)
         result["evaluations_pending"] = evaluations.pending(self.store.engine, project_id)
         result["payloads_dropped"] = self.apply_retention(project_id)
+        result["checks_run"] = self.check(project_id, final=True)
         return result
 
     def stop(self) -> None:
         self._stopping.set()
         if self._ticker is not None:
             self._ticker.join(timeout=5)
+        if self._monitor_thread is not None:
+            self._monitor_thread.join(timeout=30)
+        self.dispatcher.stop()
         if self.receiver.pool is not None:
             self.receiver.pool.close()
             self.receiver.pool = None

@@ -230,11 +230,10 @@ def test_cli_erases_like_the_api(db_url: str, tmp_path: Path) -> None:
     assert runner.invoke(main, ["erase", "--database-url", db_url]).exit_code != 0
 
 
-def test_extra_tables_are_erased_when_they_exist(db_url: str, tmp_path: Path) -> None:
-    """Labels of the user's sessions go; a table added later (alerts here) is scrubbed through the extension point."""
-    from sqlalchemy import JSON, Column, Integer, MetaData, Table, Text
-
+def test_alerts_labels_and_failure_hits_are_erased(db_url: str, tmp_path: Path) -> None:
+    """Labels and template hits of the user's sessions go; alerts keep their rows with the ids scrubbed."""
     from agentwatch.store import labels as label_store
+    from agentwatch.store.models import utcnow
 
     world = World(db_url, tmp_path)
     with TestClient(create_app(world.pipeline.settings, world.pipeline)) as client:
@@ -242,28 +241,30 @@ def test_extra_tables_are_erased_when_they_exist(db_url: str, tmp_path: Path) ->
         world.send(client, "alpha", KEPT, 1)
         client.post("/api/v1/admin/flush", headers=world.headers("alpha"))
     gone, kept = world.sessions[("alpha", GONE)], world.sessions[("alpha", KEPT)]
-    extra = MetaData()
-    alerts = Table("alerts", extra, Column("id", Integer, primary_key=True), Column("project_id", Integer),
-                   Column("message", Text), Column("details", JSON))
     engine = world.pipeline.store.engine
-    extra.create_all(engine)
-    try:
-        with engine.begin() as conn:
-            conn.execute(alerts.insert(), [{"project_id": world.alpha, "message": f"user {GONE} in {gone[0]} failed",
-                                            "details": {"examples": [gone[1], kept[0]], "user": GONE}}])
-        for session_id in gone + kept:
-            label_store.add_label(engine, world.alpha, {"session_id": session_id, "evaluator": "answered",
-                                                        "verdict": "correct", "expected_score": None,
-                                                        "note": None, "author": None})
-        removed = erase_user(engine, world.alpha, GONE)
-        assert removed["labels"] == 2 and removed["sessions"] == 2
-        with engine.connect() as conn:
-            assert conn.execute(select(m.labels.c.session_id)).scalars().all() == kept
-            message, details = conn.execute(select(alerts.c.message, alerts.c.details)).one()
-        assert message == "user [erased] in [erased] failed"
-        assert details == {"examples": ["[erased]", kept[0]], "user": "[erased]"}
-    finally:
-        extra.drop_all(engine)
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(m.alerts.insert(), [{
+            "project_id": world.alpha, "dedup_key": "k", "kind": "rare_event", "rule": "failure", "dimension": "d",
+            "evaluator": "d", "evaluator_version": "v", "severity": "page", "state": "firing", "started_ns": 1,
+            "detected_at": now, "updated_at": now, "summary": f"user {GONE} in {gone[0]} failed",
+            "labels": {}, "figures": {"user": GONE}, "session_ids": [gone[1], kept[0]], "trace_ids": []}])
+        conn.execute(m.template_hits.insert(), [
+            {"project_id": world.alpha, "template_id": 1, "event_ns": 1, "session_id": sid, "user_id": None,
+             "weight": 1.0, "message": "boom"} for sid in gone + kept])
+    for session_id in gone + kept:
+        label_store.add_label(engine, world.alpha, {"session_id": session_id, "evaluator": "answered",
+                                                    "verdict": "correct", "expected_score": None,
+                                                    "note": None, "author": None})
+    removed = erase_user(engine, world.alpha, GONE)
+    assert removed["labels"] == 2 and removed["sessions"] == 2
+    with engine.connect() as conn:
+        assert conn.execute(select(m.labels.c.session_id)).scalars().all() == kept
+        assert conn.execute(select(m.template_hits.c.session_id)).scalars().all() == kept
+        summary, figures, session_ids = conn.execute(
+            select(m.alerts.c.summary, m.alerts.c.figures, m.alerts.c.session_ids)).one()
+    assert summary == "user [erased] in [erased] failed"
+    assert figures == {"user": "[erased]"} and session_ids == ["[erased]", kept[0]]
 
 
 def test_unknown_user_erases_nothing(db_url: str, tmp_path: Path) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import AsyncIterator
 
 from sqlalchemy import text
@@ -22,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agentwatch import __version__
+from agentwatch.alert import store as alert_store
 from agentwatch.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agentwatch.api.metrics import render as render_metrics
 from agentwatch.api.openapi import openapi_spec
@@ -30,9 +32,10 @@ from agentwatch.errors import AgentwatchError, BadRequest, NotFound
 from agentwatch.ingest.grpc import make_grpc_server
 from agentwatch.ingest.http import make_otlp_endpoint
 from agentwatch.pipeline import Pipeline
-from agentwatch.settings import Settings
+from agentwatch.settings import Settings, parse_duration
 from agentwatch.store import evaluations, labels
 from agentwatch.store.erase import erase_user
+from agentwatch.store.models import utcnow
 from agentwatch.store.store import SessionFilter
 
 logger = logging.getLogger(__name__)
@@ -264,6 +267,8 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/api/v1/labels", label, methods=["POST"]),
+        *alert_routes(settings, pipeline),
+        *monitor_routes(pipeline),
     ]
 
     async def agentwatch_error(request: Request, exc: Exception) -> Response:
@@ -305,3 +310,168 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
     )
     app.state.pipeline = pipeline
     return app
+
+
+def alert_routes(settings: Settings, pipeline: Pipeline) -> list[Route]:
+    """``/api/v1/alerts`` (list, one, ack) and ``/api/v1/silences`` (list, create), scoped to the key's project."""
+    engine = pipeline.store.engine
+    auth = pipeline.auth
+    public_url = settings.public_url
+
+    def alert_id_of(request: Request) -> int:
+        raw = request.path_params["alert_id"]
+        try:
+            return int(raw)
+        except ValueError:
+            raise NotFound(f"alert {raw!r} not found") from None
+
+    async def json_body(request: Request, *, optional: bool = False) -> dict[str, object]:
+        raw = await request.body()
+        if optional and not raw.strip():
+            return {}
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise BadRequest("the body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        return body
+
+    def alerts_list(request: Request) -> JSONResponse:
+        project_id = auth.project_for(request.headers)
+        q = request.query_params
+        unknown = set(q) - {"state", "kind", "since", "limit", "cursor"}
+        if unknown:
+            raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        limit = _limit(q.get("limit"))
+        since_ns = parse_time("since", q.get("since"))
+        with engine.connect() as conn:
+            rows, cursor = alert_store.list_alerts(conn, project_id, state=q.get("state") or None,
+                                                   kind=q.get("kind") or None, since_ns=since_ns, limit=limit,
+                                                   cursor=q.get("cursor") or None)
+        return JSONResponse({"items": [alert_store.alert_dict(r, public_url) for r in rows], "next_cursor": cursor})
+
+    def alert_one(request: Request) -> JSONResponse:
+        project_id = auth.project_for(request.headers)
+        with engine.connect() as conn:
+            row = alert_store.get_alert(conn, project_id, alert_id_of(request))
+        return JSONResponse(alert_store.alert_dict(row, public_url))
+
+    async def alert_ack(request: Request) -> JSONResponse:
+        project_id = await asyncio.to_thread(auth.project_for, request.headers)
+        alert_id = alert_id_of(request)
+        body = await json_body(request, optional=True)
+        unknown = set(body) - {"by"}
+        if unknown:
+            raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))} (known: by)")
+        by = body.get("by")
+        if by is not None and (not isinstance(by, str) or not by.strip()):
+            raise BadRequest("by: expected the name of who acknowledges")
+
+        def run() -> dict[str, object]:
+            with engine.begin() as conn:
+                return alert_store.acknowledge(conn, project_id, alert_id, by.strip() if by else None, utcnow())
+
+        row = await asyncio.to_thread(run)
+        return JSONResponse(alert_store.alert_dict(row, public_url))
+
+    def silences_list(request: Request) -> JSONResponse:
+        project_id = auth.project_for(request.headers)
+        q = request.query_params
+        unknown = set(q) - {"all", "limit", "cursor"}
+        if unknown:
+            raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        everything = _bool("all", q.get("all")) or False
+        limit = _limit(q.get("limit"))
+        now = utcnow()
+        with engine.connect() as conn:
+            rows, cursor = alert_store.list_silences(conn, project_id, not everything, now=now, limit=limit,
+                                                     cursor=q.get("cursor") or None)
+        return JSONResponse({"items": [alert_store.silence_dict(r, now) for r in rows], "next_cursor": cursor})
+
+    async def silence_create(request: Request) -> JSONResponse:
+        project_id = await asyncio.to_thread(auth.project_for, request.headers)
+        body = await json_body(request)
+        known = {"matchers", "author", "comment", "expires_at", "duration"}
+        unknown = set(body) - known
+        if unknown:
+            raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        now = utcnow()
+        expires, duration = body.get("expires_at"), body.get("duration")
+        if expires is not None and duration is not None:
+            raise BadRequest("expires_at: give expires_at or duration, not both")
+        if duration is not None:
+            try:
+                seconds = parse_duration(duration)
+            except ValueError as exc:
+                raise BadRequest(f"duration: {exc}") from None
+            if not 0 < seconds <= alert_store.MAX_SILENCE.total_seconds():
+                raise BadRequest(f"duration: expected more than 0 and at most 24h, got {duration!r}")
+            expires_at = now + timedelta(seconds=seconds)
+        elif expires is not None:
+            if not isinstance(expires, str):
+                raise BadRequest("expires_at: expected an RFC 3339 time such as 2026-01-31T12:00:00Z")
+            expires_ns = parse_time("expires_at", expires)
+            assert expires_ns is not None
+            expires_at = datetime.fromtimestamp(expires_ns / 1e9, tz=timezone.utc)
+        else:
+            raise BadRequest("expires_at: required (an RFC 3339 time at most 24h ahead), or give duration: 2h")
+
+        def run() -> dict[str, object]:
+            with engine.begin() as conn:
+                return alert_store.create_silence(conn, project_id, body.get("matchers"), body.get("author"),
+                                                  body.get("comment"), expires_at, now)
+
+        row = await asyncio.to_thread(run)
+        return JSONResponse({**alert_store.silence_dict(row, now), "matched_alerts": row["matched_alerts"]},
+                            status_code=201)
+
+    return [
+        Route("/api/v1/alerts", alerts_list, methods=["GET"]),
+        Route("/api/v1/alerts/{alert_id}", alert_one, methods=["GET"]),
+        Route("/api/v1/alerts/{alert_id}/ack", alert_ack, methods=["POST"]),
+        Route("/api/v1/silences", silences_list, methods=["GET"]),
+        Route("/api/v1/silences", silence_create, methods=["POST"]),
+    ]
+
+
+def monitor_routes(pipeline: Pipeline) -> list[Route]:
+    """``/api/v1/slos`` and ``/api/v1/clusters``, scoped to the key's project."""
+    from agentwatch.monitor import clusters
+
+    engine = pipeline.store.engine
+    auth = pipeline.auth
+
+    def check_params(request: Request, known: set[str]) -> None:
+        unknown = set(request.query_params) - known
+        if unknown:
+            raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+
+    def slos(request: Request) -> JSONResponse:
+        project_id = auth.project_for(request.headers)
+        check_params(request, {"limit", "cursor"})
+        items = pipeline.monitor.slo_status(project_id)
+        tick = pipeline.monitor.last_tick(project_id)
+        return JSONResponse({"items": items, "next_cursor": None, "as_of": rfc3339(tick)})
+
+    def clusters_list(request: Request) -> JSONResponse:
+        project_id = auth.project_for(request.headers)
+        check_params(request, {"limit", "cursor"})
+        limit = _limit(request.query_params.get("limit"))
+        raw_cursor = request.query_params.get("cursor")
+        try:
+            cursor = int(raw_cursor) if raw_cursor else None
+        except ValueError:
+            raise BadRequest(f"cursor: not a cursor this endpoint gave: {raw_cursor!r}") from None
+        tick = pipeline.monitor.last_tick(project_id)
+        with engine.connect() as conn:
+            items, next_cursor = clusters.list_templates(conn, project_id, limit=limit, cursor=cursor, now_ns=tick)
+        for item in items:
+            item["first_seen"] = rfc3339(item.pop("first_seen_ns"))
+            item["last_seen"] = rfc3339(item.pop("last_seen_ns"))
+        return JSONResponse({"items": items, "next_cursor": str(next_cursor) if next_cursor else None})
+
+    return [
+        Route("/api/v1/slos", slos, methods=["GET"]),
+        Route("/api/v1/clusters", clusters_list, methods=["GET"]),
+    ]

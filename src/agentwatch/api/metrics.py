@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from agentwatch.alert import store as alert_store
 from agentwatch.store import evaluations
 
 if TYPE_CHECKING:
@@ -55,12 +56,50 @@ class PipelineCollector:
                                   p.scorer.errors)
         yield GaugeMetricFamily("agentwatch_evaluations_queued", "Evaluation jobs in the queue.",
                                 evaluations.pending(p.store.engine))
+        outcomes = CounterMetricFamily("agentwatch_scores", "Scores written, by evaluator and outcome.",
+                                       labels=["evaluator", "outcome"])
+        for (name, outcome), count in sorted(p.scorer.outcomes.items()):
+            outcomes.add_metric([name, outcome], count)
+        yield outcomes
+        yield from self._monitor()
         if p.memory is not None:
             yield GaugeMetricFamily("agentwatch_memory_limit_bytes", "ingest.memory_limit_mb in bytes.",
                                     p.memory.limit_bytes)
 
 
+    def _monitor(self) -> Iterator[Metric]:
+        """SLOs of the default project, alert states and the notification outbox."""
+        p = self.pipeline
+        labels = ["slo", "layer", "service", "agent_version", "intent"]
+        value = GaugeMetricFamily("agentwatch_slo_value", "Good share of each SLO over its period.", labels=labels)
+        target = GaugeMetricFamily("agentwatch_slo_target", "Target good share of each SLO.", labels=labels)
+        budget = GaugeMetricFamily("agentwatch_slo_error_budget_remaining",
+                                   "Share of each SLO's error budget left (negative when overspent).", labels=labels)
+        burn = GaugeMetricFamily("agentwatch_slo_burn_rate", "Burn rate of each SLO over each alert window.",
+                                 labels=[*labels, "window"])
+        for entry in p.monitor.slo_status(p.default_project_id):
+            names = [entry["name"], entry["layer"], *(str((entry.get("labels") or {}).get(k) or "")
+                                                       for k in ("service", "agent_version", "intent"))]
+            if entry.get("value") is not None:
+                value.add_metric(names, float(entry["value"]))
+            target.add_metric(names, float(entry["target"]))
+            if entry.get("error_budget_left") is not None:
+                budget.add_metric(names, float(entry["error_budget_left"]))
+            for window, rate in sorted((entry.get("burn_rates") or {}).items()):
+                if rate is not None:
+                    burn.add_metric([*names, window], float(rate))
+        yield from (value, target, budget, burn)
+        firing = GaugeMetricFamily("agentwatch_alerts_firing", "Firing alerts by kind and severity.",
+                                   labels=["kind", "severity"])
+        for (kind, severity), count in sorted(alert_store.firing_counts(p.store.engine).items()):
+            firing.add_metric([kind, severity], count)
+        yield firing
+        yield GaugeMetricFamily("agentwatch_notifications_pending", "Notifications waiting in the outbox.",
+                                p.dispatcher.pending())
+
+
 def render(pipeline: Pipeline) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PipelineCollector(pipeline))
+    registry.register(pipeline.dispatcher)
     return generate_latest(registry)

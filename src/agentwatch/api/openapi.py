@@ -39,6 +39,97 @@ _SPAN = {
 }
 
 
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_LABELS = {"type": "object", "properties": {"service": {"type": "string"}, "agent_version": {"type": "string"},
+                                            "intent": {"type": "string"}},
+           "description": "An empty string: the alert is not narrowed by that label."}
+_ALERT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "kind": {"enum": ["drift", "new_cluster", "rare_event", "burn_rate", "calibration", "no_data",
+                          "evaluator_errors"]},
+        "rule": {"type": "string"}, "dimension": {"type": "string"}, "evaluator": {"type": "string"},
+        "evaluator_version": {"type": "string"}, "severity": {"enum": ["page", "ticket"]},
+        "state": {"enum": ["firing", "resolved"]},
+        "started_at": {**_TIME, "description": "Event time: the watermark at the first check at which it held"},
+        "detected_at": {**_TIME, "description": "Wall time it was opened"},
+        "resolved_at": {**_NULLABLE_TIME, "description": "Event time"},
+        "summary": {"type": "string"}, "labels": _LABELS,
+        "figures": {"type": "object", "description": "observed, baseline, z, n, burn_rates, estimate, ci95, ..."},
+        "session_ids": {"type": "array", "items": {"type": "string"}},
+        "trace_ids": {"type": "array", "items": {"type": "string"}},
+        "link": {"type": "string"}, "owner": {"type": ["string", "null"]},
+        "acknowledged_at": _NULLABLE_TIME, "acknowledged_by": {"type": ["string", "null"]},
+        "silenced_until": _NULLABLE_TIME,
+        "dedup_key": {"type": "string", "description": "Stable across episodes; the PagerDuty dedup_key"},
+    },
+}
+_MATCHERS = {
+    "type": "object",
+    "description": "Every matcher must equal the alert's field; at least one.",
+    "properties": {"kind": {"type": "string"}, "rule": {"type": "string"}, "evaluator": {"type": "string"},
+                   "severity": {"enum": ["page", "ticket"]}, "dimension": {"type": "string"}, "labels": _LABELS},
+    "additionalProperties": False,
+}
+_SILENCE = {
+    "type": "object",
+    "properties": {"id": {"type": "integer"}, "matchers": _MATCHERS, "author": {"type": "string"},
+                   "comment": {"type": "string"}, "created_at": _TIME, "expires_at": _TIME,
+                   "active": {"type": "boolean"}},
+}
+
+
+def _alert_paths() -> dict[str, Any]:
+    alert = {"$ref": "#/components/schemas/Alert"}
+    silence = {"$ref": "#/components/schemas/Silence"}
+    alert_id = _param("alert_id", "alert id", {"type": "integer"}, where="path")
+    page = [_param("limit", "page size, 1 to 1000", {"type": "integer", "default": 100}),
+            _param("cursor", "opaque cursor from next_cursor")]
+
+    def items(schema: dict[str, Any]) -> dict[str, Any]:
+        return _json({"type": "object", "properties": {"items": {"type": "array", "items": schema},
+                                                       "next_cursor": {"type": ["string", "null"]}}})
+
+    return {
+        "/api/v1/alerts": {"get": {
+            "summary": "Alerts, newest first (by started_at)",
+            "parameters": [_param("state", "firing or resolved", {"enum": ["firing", "resolved"]}),
+                           _param("kind", "alert kind"),
+                           _param("since", "started_at at or after (RFC 3339)", _TIME), *page],
+            "responses": {"200": items(alert), **_ERRORS},
+        }},
+        "/api/v1/alerts/{alert_id}": {"get": {
+            "summary": "One alert",
+            "parameters": [alert_id],
+            "responses": {"200": _json(alert), "404": _json(_ERROR, "No such alert"), **_ERRORS},
+        }},
+        "/api/v1/alerts/{alert_id}/ack": {"post": {
+            "summary": "Acknowledge an alert: no more repeat notifications (a second ack keeps the first)",
+            "parameters": [alert_id],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"by": {"type": "string"}}}}}},
+            "responses": {"200": _json(alert), "404": _json(_ERROR, "No such alert"), **_ERRORS},
+        }},
+        "/api/v1/silences": {"get": {
+            "summary": "Silences, newest first: the active ones, or all with all=true",
+            "parameters": [_param("all", "expired ones too", {"type": "boolean"}), *page],
+            "responses": {"200": items(silence), **_ERRORS},
+        }, "post": {
+            "summary": "Silence the alerts matching every matcher until expires_at (at most 24h ahead)",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["matchers", "author", "comment"],
+                "properties": {"matchers": _MATCHERS, "author": {"type": "string"}, "comment": {"type": "string"},
+                               "expires_at": _TIME,
+                               "duration": {"type": "string", "description": "instead of expires_at: 30m, 2h"}}}}}},
+            "responses": {"201": _json({"allOf": [silence, {"type": "object", "properties": {
+                "matched_alerts": {"type": "array", "items": {"type": "integer"},
+                                   "description": "ids of the firing alerts it silenced"}}}]}), **_ERRORS},
+        }},
+    }
+
+
 def _param(name: str, description: str, schema: dict[str, Any] | None = None, where: str = "query") -> dict[str, Any]:
     return {"name": name, "in": where, "required": where == "path", "description": description,
             "schema": schema or {"type": "string"}}
@@ -67,7 +158,7 @@ def openapi_spec(version: str) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "agentwatch", "version": version},
         "components": {
-            "schemas": {"Error": _ERROR, "Session": _SESSION, "Span": _SPAN},
+            "schemas": {"Error": _ERROR, "Session": _SESSION, "Span": _SPAN, "Alert": _ALERT, "Silence": _SILENCE},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
                                 "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
         },
@@ -142,5 +233,31 @@ def openapi_spec(version: str) -> dict[str, Any]:
             }},
             "/metrics": {"get": {"summary": "Prometheus metrics of the server",
                                  "responses": {"200": {"description": "Prometheus text format"}}}},
+            **_alert_paths(),
+            "/api/v1/slos": {"get": {
+                "summary": "Each SLO (and series of a grouped one) at the monitor's latest tick: value, target, "
+                           "error budget left, burn rates",
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "items": {"type": "array", "items": {"type": "object", "properties": {
+                        "name": {"type": "string"}, "layer": {"enum": ["system", "objective", "failure_mode"]},
+                        "target": {"type": "number"}, "value": {"type": ["number", "null"]},
+                        "error_budget_left": {"type": "number"}, "labels": _LABELS,
+                        "burn_rates": {"type": "object", "additionalProperties": {"type": ["number", "null"]}}}}},
+                    "next_cursor": {"type": "null"}, "as_of": _NULLABLE_TIME}}), **_ERRORS},
+            }},
+            "/api/v1/clusters": {"get": {
+                "summary": "Failure templates mined from errors and evaluator reasons, newest first",
+                "parameters": [_param("limit", "At most this many (default 100, max 1000)"),
+                               _param("cursor", "The next_cursor of the previous page")],
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "items": {"type": "array", "items": {"type": "object", "properties": {
+                        "id": {"type": "integer"}, "source": {"enum": ["tool_error", "span_error", "guardrail",
+                                                                        "evaluator"]},
+                        "subject": {"type": "string"}, "template": {"type": "string"},
+                        "first_seen": _TIME, "last_seen": _TIME, "count": {"type": "integer"},
+                        "weighted_count": {"type": "number"}, "count_last_hour": {"type": ["integer", "null"]},
+                        "baseline": {"type": "boolean"}, "example": {"type": ["object", "null"]}}}},
+                    "next_cursor": {"type": ["string", "null"]}}}), **_ERRORS},
+            }},
         },
     }

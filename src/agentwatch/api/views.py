@@ -45,6 +45,7 @@ def session_json(row: dict[str, Any], project: str) -> dict[str, Any]:
         "tokens_in": tokens_in,
         "tokens_out": tokens_out,
         "cost_usd": round(row["cost_usd"], 8),
+        "work_ms": round(float(row.get("work_ms") or 0.0), 3),
         "error": row["errors"] > 0,
         "flagged": bool(row["flagged"]),
         "sampled": bool(row["sampled"]),

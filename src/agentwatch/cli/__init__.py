@@ -122,17 +122,29 @@ def serve(host: str, port: int, grpc_port: int, config: str | None, database_url
                 loop="uvloop", timeout_graceful_shutdown=10)
 
 
-#: What ``serve --demo`` evaluates when the config declares no evaluators.
+#: What ``serve --demo`` evaluates, holds and alerts on when the config declares no evaluators.
 DEMO_SECTIONS: dict[str, Any] = {
     "sampling": {"default_rate": 0.2},
     "evaluators": [
-        {"name": "tool_use", "kind": "rule", "rule": "tool_error", "threshold": 1.0, "severity": "page",
-         "owner": "support-oncall"},
-        {"name": "faithfulness", "kind": "faithfulness", "threshold": 0.8, "owner": "support-quality"},
-        {"name": "latency", "kind": "rule", "rule": "budget", "params": {"max_latency_ms": 30000},
-         "threshold": 1.0},
+        {"name": "tool_use", "kind": "rule", "rule": "tool_error", "threshold": 1.0, "owner": "support-oncall"},
+        {"name": "refund_policy", "kind": "rule", "rule": "date_window", "threshold": 1.0, "severity": "page",
+         "owner": "payments-oncall", "filter": {"called_tool": "refund_api"},
+         "params": {"tool": "refund_api", "date_from": {"tool": "lookup_order", "field": "delivered_on",
+                                                         "match": ["order_id"]}, "max_days": 30}},
+        {"name": "faithfulness", "kind": "faithfulness", "threshold": 1.0, "owner": "support-quality"},
+        {"name": "goal_completion", "kind": "python", "function": "agentwatch.traffic.checks:goal_completion",
+         "threshold": 1.0, "sample_rate": 1.0, "owner": "support-leads"},
+    ],
+    "slos": [
+        {"name": "response-time", "layer": "system", "metric": "work_ms", "quantile": 0.75, "threshold": 8500,
+         "window": "30m", "min_n": 10, "group_by": ["intent"], "owner": "support-oncall"},
+        {"name": "goal-completion", "layer": "objective", "evaluator": "goal_completion",
+         "failure_ratio_below": 0.10, "group_by": ["intent"], "min_n": 10},
     ],
 }
+#: Event time of the demo's history, and its incidents (minutes before the server started).
+DEMO_HISTORY_S = 26 * 3600
+DEMO_INCIDENTS_MIN = {"new_tool_error": 45, "off_policy_refund": 20}
 
 
 def _start_demo(url: str, store: Any, rate: float = 120.0) -> None:
@@ -142,7 +154,7 @@ def _start_demo(url: str, store: Any, rate: float = 120.0) -> None:
 
     import httpx
 
-    from agentwatch.traffic import Generator, send
+    from agentwatch.traffic import INCIDENTS, Generator, send
 
     api_key = None
     if store.active_keys():
@@ -158,10 +170,16 @@ def _start_demo(url: str, store: Any, rate: float = 120.0) -> None:
             time.sleep(0.05)
         now = time.time_ns()
         try:
-            history = Generator(seed=1, start_ns=now - 2 * 3600 * 10**9, sessions_per_hour=rate)
+            incidents = [INCIDENTS[name](now - minutes * 60 * 10**9) for name, minutes in DEMO_INCIDENTS_MIN.items()]
+            history = Generator(seed=1, start_ns=now - DEMO_HISTORY_S * 10**9, sessions_per_hour=rate,
+                                incidents=incidents)
             result = send(history.sessions(until_ns=now), url, api_key=api_key)
-            logger.info("demo: sent %d sessions of the last two hours; live traffic follows", result.sessions)
-            live = Generator(seed=2, start_ns=time.time_ns(), sessions_per_hour=rate)
+            logger.info("demo: sent %d sessions of the last %d hours (a new tool error from %d minutes ago, an "
+                        "off-policy refund %d minutes ago); live traffic follows; see %s/api/v1/alerts",
+                        result.sessions, DEMO_HISTORY_S // 3600, DEMO_INCIDENTS_MIN["new_tool_error"],
+                        DEMO_INCIDENTS_MIN["off_policy_refund"], url)
+            # The tool keeps failing in live traffic, so its cluster stays firing.
+            live = Generator(seed=2, start_ns=time.time_ns(), sessions_per_hour=rate, incidents=incidents[:1])
             send(live.sessions(), url, api_key=api_key, pace="live")
         except Exception:  # noqa: BLE001 - the demo must never take the server down
             logger.exception("demo traffic stopped")

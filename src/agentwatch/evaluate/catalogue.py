@@ -45,6 +45,11 @@ SEVERITIES = ("page", "ticket")
 #: Kinds cheap enough to run on every session by default.
 _FULL_RATE_KINDS = frozenset({"rule", "faithfulness", "external"})
 EXTERNAL_PREFIX = "external:"
+#: Judge parameters about reaching the judge, left out of an llm evaluator's version.
+TRANSPORT_PARAMS = frozenset({
+    "base_url", "api_key_env", "timeout_s", "timeout", "max_retries", "backoff_base_s", "backoff_cap_s",
+    "retry_after_max_s", "max_concurrency", "price_input_per_mtok", "price_output_per_mtok",
+})
 EXTERNAL_VERSION = "external"
 
 #: Functions registered with :func:`evaluator`, by "module:function".
@@ -122,7 +127,11 @@ class EvaluatorSpec:
     @property
     def content(self) -> dict[str, Any]:
         """What the version is a hash of."""
-        content: dict[str, Any] = {"kind": self.kind, "params": self.params}
+        params = self.params
+        if self.kind == "llm":
+            # Where and how the judge is reached is not what it is: a moved endpoint keeps the version.
+            params = {k: v for k, v in params.items() if k not in TRANSPORT_PARAMS}
+        content: dict[str, Any] = {"kind": self.kind, "params": params}
         if self.rule:
             content["rule"] = self.rule
         if self.function:

@@ -13,6 +13,7 @@ background thread with a bounded number of sessions in flight.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import threading
@@ -43,6 +44,8 @@ class Scorer:
         self._evaluators: dict[str, Evaluator] = {}
         self._lock = threading.Lock()
         self.errors = 0
+        #: Scores written, by (evaluator, outcome: passed | failed | error | unjudged), for /metrics.
+        self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def evaluator(self, spec: EvaluatorSpec) -> Evaluator:
         with self._lock:
@@ -175,6 +178,10 @@ class Scorer:
         for row in rows:
             row.pop("_retryable", None)
         flagged = any(r["passed"] is False or r["status"] == "error" for r in rows)
+        for r in rows:
+            outcome = ("error" if r["status"] != "ok" else "unjudged" if r["passed"] is None
+                       else "passed" if r["passed"] else "failed")
+            self.outcomes[(str(r["evaluator"]), outcome)] += 1
         with self.store.engine.begin() as conn:
             ev.ensure_external(conn, {r["evaluator"] for r in rows if r["evaluator_version"] == EXTERNAL_VERSION})
             rollups.apply_scores(conn, project_id, view.summary, ev.write_scores(conn, rows))

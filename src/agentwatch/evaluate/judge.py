@@ -713,6 +713,18 @@ _PARAM_TYPES: dict[str, tuple[type, ...]] = {
 _PARAM_ALIASES = {"prompt": "prompt_template", "system": "system_prompt"}
 
 
+def _expand_env(text: str) -> str:
+    """``${NAME}`` replaced by the environment variable's value; ValueError when it is not set."""
+
+    def value(match: re.Match[str]) -> str:
+        found = os.environ.get(match.group(1))
+        if found is None:
+            raise ValueError(f"judge parameter 'base_url': environment variable {match.group(1)} is not set")
+        return found
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value, text)
+
+
 def judge_from_params(params: Mapping[str, Any], *, version: str, check_only: bool = False,
                       cache: JudgeCache | None = None) -> LLMJudge:
     """An :class:`LLMJudge` from an evaluator's ``params`` in ``agentwatch.yaml``.
@@ -739,6 +751,7 @@ def judge_from_params(params: Mapping[str, Any], *, version: str, check_only: bo
     for required in ("base_url", "model"):
         if required not in values:
             raise ValueError(f"judge parameter {required!r} is required")
+    values["base_url"] = _expand_env(values["base_url"])
     config = JudgeConfig(**values)
     return LLMJudge(config, version=version, cache=cache, require_key=not check_only)
 

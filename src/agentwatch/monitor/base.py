@@ -84,6 +84,14 @@ def _number(section: Mapping[str, Any], key: str, default: float, where: str, do
     return float(value)
 
 
+def _choice(section: Mapping[str, Any], key: str, choices: tuple[str, ...], where: str, dotted: str) -> str:
+    value = section.get(key, choices[0])
+    if value not in choices:
+        raise ConfigError(f"{where}, line {_line(section, key)}, key {dotted}.{key}: expected one of "
+                          f"{', '.join(choices)}, got {value!r}")
+    return str(value)
+
+
 def _line(section: Any, key: str) -> str:
     return str(getattr(section, "lines", {}).get(key, "?"))
 
@@ -114,6 +122,8 @@ class DriftConfig:
     cusum_h: float = 8.0
     #: Least baseline sessions for a series to be checked at all.
     min_baseline_n: float = 200.0
+    #: auto (pass_rate for evaluators with a threshold, else mean) | mean | pass_rate
+    statistic: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,8 @@ class MonitorConfig:
     """The ``alerts`` section, with the defaults of ``docs/alerts.md``."""
 
     check_interval_s: float = 300.0
+    #: Rare events and new clusters are checked this often (a multiple of it is check_interval).
+    fast_check_interval_s: float = 60.0
     drift: DriftConfig = DriftConfig()
     clusters: ClusterConfig = ClusterConfig()
     rare_events: RareEventConfig = RareEventConfig()
@@ -176,7 +188,7 @@ class MonitorConfig:
             return cls()
         if not isinstance(section, Mapping):
             raise ConfigError(f"{where}, key alerts: expected a mapping")
-        known = {"check_interval", "drift", "clusters", "rare_events", "calibration", "no_data",
+        known = {"check_interval", "fast_check_interval", "drift", "clusters", "rare_events", "calibration", "no_data",
                  "evaluator_errors", "repeat_interval"}
         for key in section:
             if key not in known:
@@ -194,7 +206,7 @@ class MonitorConfig:
             return value
 
         d = sub("drift", {"window", "baseline", "z", "min_n", "min_effect", "for", "warmup", "cusum_k", "cusum_h",
-                          "min_baseline_n"})
+                          "min_baseline_n", "statistic"})
         w = "alerts.drift"
         drift = DriftConfig(
             window_s=_duration(d, "window", 3600.0, where, w),
@@ -203,7 +215,8 @@ class MonitorConfig:
             min_effect=_number(d, "min_effect", 0.05, where, w, high=1), hold_s=_duration(d, "for", 900.0, where, w),
             warmup_s=_duration(d, "warmup", 86400.0, where, w), cusum_k=_number(d, "cusum_k", 0.5, where, w),
             cusum_h=_number(d, "cusum_h", 8.0, where, w, low=0.1),
-            min_baseline_n=_number(d, "min_baseline_n", 200.0, where, w))
+            min_baseline_n=_number(d, "min_baseline_n", 200.0, where, w),
+            statistic=_choice(d, "statistic", ("auto", "mean", "pass_rate"), where, w))
         c = sub("clusters", {"window", "baseline", "min_count", "min_sessions", "min_users", "surge_p", "similarity",
                              "warmup"})
         w = "alerts.clusters"
@@ -235,8 +248,13 @@ class MonitorConfig:
             floor=_number(e, "floor", 0.2, where, w, high=1), window_s=_duration(e, "window", 3600.0, where, w),
             min_n=_number(e, "min_n", 10.0, where, w, low=1))
         repeat = sub("repeat_interval", {"page", "ticket"})
+        check = _duration(section, "check_interval", 300.0, where, "alerts")
+        fast = _duration(section, "fast_check_interval", min(60.0, check), where, "alerts")
+        if fast <= 0 or check <= 0 or round(check / fast) * fast != check or 86400 % check:
+            raise ConfigError(f"{where}, line {_line(section, 'check_interval')}, key alerts.check_interval: "
+                              f"must divide a day and be a multiple of fast_check_interval ({fast:g}s); got {check:g}s")
         return cls(
-            check_interval_s=_duration(section, "check_interval", 300.0, where, "alerts"),
+            check_interval_s=check, fast_check_interval_s=fast,
             drift=drift, clusters=clusters, rare_events=rare, calibration=calibration, no_data=no_data,
             evaluator_errors=errors,
             repeat_interval_s={"page": _duration(repeat, "page", 4 * 3600.0, where, "alerts.repeat_interval"),

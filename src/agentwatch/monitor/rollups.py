@@ -115,7 +115,9 @@ def apply_sessions(conn: Connection, project_id: int, sessions: Iterable[Mapping
         if session["errors"]:
             delta["errors"] += 1
         latency, cost = sketches.setdefault(key, (new_sketch(), new_sketch()))
-        latency.add(max((session["end_ns"] - session["start_ns"]) / 1e6, 0.0))
+        # The agent's own time (its model, tool and retrieval spans), not the user's pauses between turns.
+        work = session.get("work_ms")
+        latency.add(max(float(work) if work is not None else (session["end_ns"] - session["start_ns"]) / 1e6, 0.0))
         cost.add(max(float(session["cost_usd"] or 0.0), 0.0))
     _add(conn, deltas)
     for table in (m.rollups, m.rollups_hourly):

@@ -18,6 +18,8 @@ from typing import Any, Iterable, Mapping
 from agentwatch._types import USAGE_KINDS
 
 _AGENT_USAGE_KINDS = frozenset({"agent", "chain"})
+#: Spans whose time is the agent's own work (not the user's pauses between turns).
+WORK_KINDS = frozenset({"llm", "tool", "retrieval", "embedding"})
 
 
 @dataclass(slots=True)
@@ -36,6 +38,8 @@ class Summary:
     agent_tokens_out: int = 0
     usage_spans: int = 0
     cost_usd: float = 0.0
+    #: Time the agent spent working: the summed durations of model, tool, retrieval and embedding spans.
+    work_ms: float = 0.0
     service: str | None = None
     agent_name: str | None = None
     agent_version: str | None = None
@@ -74,6 +78,8 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> Summary | None:
             s.tool_calls += 1
             if not ok:
                 s.tool_errors += 1
+        if kind in WORK_KINDS:
+            s.work_ms += max(r["end_ns"] - r["start_ns"], 0) / 1e6
         if kind in USAGE_KINDS:
             s.usage_spans += 1
             s.tokens_in += r["tokens_in"] or 0

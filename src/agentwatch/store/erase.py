@@ -141,8 +141,7 @@ def _scrub_value(value: Any, needles: list[str]) -> Any:
 EXTRA_ERASERS: list[tuple[str, str | None, Eraser]] = [
     ("labels", "labels", delete_rows_of_sessions),
     ("alerts", None, scrub_text),
-    ("clusters", None, scrub_text),
-    ("cluster_examples", None, scrub_text),
+    ("template_hits", None, delete_rows_of_sessions),
 ]
 
 

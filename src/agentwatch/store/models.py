@@ -170,6 +170,8 @@ sessions = Table(
     Column("agent_tokens_out", BigInteger, nullable=False),
     Column("usage_spans", Integer, nullable=False),
     Column("cost_usd", Float, nullable=False),
+    #: Summed durations of the session's model, tool, retrieval and embedding spans.
+    Column("work_ms", Float, nullable=False, server_default="0"),
     Column("complete", Boolean, nullable=False),
     Column("completed_at", UtcDateTime()),
     Column("flagged", Boolean, nullable=False),

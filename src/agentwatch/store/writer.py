@@ -403,7 +403,7 @@ class Writer:
         c = m.sessions.c
         least, greatest = (func.least, func.greatest) if self.dialect == "postgresql" else (func.min, func.max)
         added = ("spans", "turns", "llm_calls", "tool_calls", "tool_errors", "errors", "tokens_in", "tokens_out",
-                 "agent_tokens_in", "agent_tokens_out", "usage_spans", "cost_usd")
+                 "agent_tokens_in", "agent_tokens_out", "usage_spans", "cost_usd", "work_ms")
         first = ("service", "agent_name", "agent_version", "intent", "user_id")
         set_: dict[str, Any] = {name: c[name] + ex[name] for name in added}
         set_.update({name: func.coalesce(c[name], ex[name]) for name in first})

@@ -21,6 +21,8 @@ Time = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("sessions") as batch:
+        batch.add_column(sa.Column("work_ms", sa.Float, nullable=False, server_default="0"))
     op.create_table(
         "rollups_hourly",
         sa.Column("project_id", IdType, primary_key=True),
@@ -142,3 +144,5 @@ def downgrade() -> None:
                   "rollups_hourly"):
         op.drop_table(table)
     op.drop_index("ix_spans_failures", table_name="spans")
+    with op.batch_alter_table("sessions") as batch:
+        batch.drop_column("work_ms")

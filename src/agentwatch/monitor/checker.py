@@ -1,0 +1,260 @@
+"""The monitor: runs every check at event-time ticks and hands the conditions to the alert store.
+
+Ticks are the multiples of ``alerts.check_interval`` (5 minutes) of event
+time. The check of tick T reads data strictly before T, and runs once that
+data is complete: when the watermark has passed T by the sessions' idle
+timeout (every session that ended before T is complete) and no evaluation of
+a session that ended before T is still queued. So a replay checks exactly
+what living through the traffic would have, whatever the speed, and an
+alert's ``started_at`` is the tick at which its condition first held.
+``flush`` completes sessions and drains evaluations first, then checks up
+to the tick after the last event.
+
+Each tick runs in one transaction with the monitor's state (hold timers,
+CUSUM sums, the services' first-seen times), so a restart resumes at the
+next unchecked tick. Calibration also runs at the latest tick whenever
+labels arrive, since labels come later than their sessions' event time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from agentwatch.alert import store as alert_store
+from agentwatch.alert.routes import Routes
+from agentwatch.evaluate.catalogue import Catalogue
+from agentwatch.monitor import clusters, events, slo
+from agentwatch.monitor.base import MAX_EXAMPLES, Candidate, MonitorConfig
+from agentwatch.monitor.drift import DriftDetector
+from agentwatch.monitor.rollups import HOUR_NS, SESSION_DIMENSION, series_totals
+from agentwatch.store import models as m
+from agentwatch.store.models import utcnow
+
+logger = logging.getLogger(__name__)
+
+_NS = 1_000_000_000
+#: A queued evaluation older than this (wall time) no longer holds the monitor back (a judge is down).
+STALLED_JOB = timedelta(minutes=10)
+#: Most ticks checked in one call, so that a long replay does not hold one thread for minutes.
+MAX_TICKS_PER_RUN = 2016
+#: Inhibitors: while one of these fires for an evaluator, its drift and burn alerts are muted.
+INHIBITING = ("calibration", "evaluator_errors")
+INHIBITED = ("drift", "burn_rate")
+
+
+class Monitor:
+    def __init__(self, engine: Any, catalogue: Catalogue, config: MonitorConfig, slos: tuple[Any, ...],
+                 routes: Routes, *, idle_timeout_s: float, public_url: str | None = None) -> None:
+        self.engine = engine
+        self.catalogue = catalogue
+        self.config = config
+        self.slos = slos
+        self.routes = routes
+        self.idle_ns = int(idle_timeout_s * _NS)
+        self.public_url = public_url
+        self.interval_ns = int(config.fast_check_interval_s * _NS)
+        self.slow_ns = int(config.check_interval_s * _NS)
+        self.drift = DriftDetector(config.drift)
+        self.miner = clusters.Miner(config.clusters)
+        self._lock = threading.Lock()
+
+    @property
+    def specs(self) -> tuple[Any, ...]:
+        return tuple(s for s in self.catalogue.scored)
+
+    # -- scheduling -----------------------------------------------------------------------------------------
+
+    def ready_ns(self, conn: Connection, project_id: int, watermark_ns: int) -> int:
+        """The event time before which data is complete: sessions ended and evaluated."""
+        ready = watermark_ns - self.idle_ns
+        j, s = m.eval_jobs.c, m.sessions.c
+        oldest = conn.execute(
+            select(func.min(s.end_ns)).select_from(
+                m.eval_jobs.join(m.sessions, (s.project_id == j.project_id) & (s.session_id == j.session_id)))
+            .where(j.project_id == project_id, j.created_at > utcnow() - STALLED_JOB)).scalar()
+        if oldest is not None:
+            ready = min(ready, int(oldest))
+        return ready
+
+    def run(self, project_id: int, watermark_ns: int, *, final_event_ns: int | None = None) -> int:
+        """Check every tick that is due; answers how many ran. ``final_event_ns``: flush, check past it."""
+        with self._lock:
+            ran = 0
+            while True:
+                with self.engine.begin() as conn:
+                    state_row = conn.execute(select(m.monitor_state.c.last_tick_ns, m.monitor_state.c.state)
+                                             .where(m.monitor_state.c.project_id == project_id)).first()
+                    if state_row is None:
+                        first = conn.execute(select(func.min(m.sessions.c.start_ns))
+                                             .where(m.sessions.c.project_id == project_id)).scalar()
+                        if first is None:
+                            return ran
+                        last_tick, state = int(first) - int(first) % self.interval_ns, {}
+                    else:
+                        last_tick, state = int(state_row.last_tick_ns), dict(state_row.state or {})
+                    if final_event_ns is not None:
+                        ready = final_event_ns - final_event_ns % self.interval_ns + self.interval_ns
+                    else:
+                        ready = self.ready_ns(conn, project_id, watermark_ns)
+                tick = last_tick + self.interval_ns
+                if tick > ready or ran >= MAX_TICKS_PER_RUN:
+                    break
+                try:
+                    with self.engine.begin() as conn:
+                        self._tick(conn, project_id, tick, state, has_state=state_row is not None)
+                except Exception:
+                    self.miner.forget()
+                    raise
+                ran += 1
+            self._labels_pass(project_id)
+            return ran
+
+    def _save(self, conn: Connection, project_id: int, tick: int, state: dict[str, Any], *, has_state: bool) -> None:
+        table = m.monitor_state
+        values = {"last_tick_ns": tick, "state": state, "updated_at": utcnow()}
+        if has_state:
+            conn.execute(table.update().where(table.c.project_id == project_id).values(**values))
+        else:
+            conn.execute(table.insert().values(project_id=project_id, **values))
+
+    # -- one tick -------------------------------------------------------------------------------------------
+
+    def _warm(self, conn: Connection, project_id: int, tick: int, state: dict[str, Any],
+              warmup_s: float) -> set[str]:
+        first_seen: dict[str, int] = state.setdefault("first_seen", {})
+        seen = series_totals(conn, project_id, SESSION_DIMENSION, since_ns=tick - self.interval_ns, until_ns=tick,
+                             group_by=("service",))
+        for (service,) in seen:
+            first_seen.setdefault(service, tick - self.interval_ns)
+        return {s for s, t in first_seen.items() if tick - t >= int(warmup_s * _NS)}
+
+    def _tick(self, conn: Connection, project_id: int, tick: int, state: dict[str, Any], *, has_state: bool) -> None:
+        cfg = self.config
+        specs = self.specs
+        state.setdefault("since", tick - self.interval_ns)
+        drift_warm = self._warm(conn, project_id, tick, state, cfg.drift.warmup_s)
+        cluster_warm = {s for s, t in state["first_seen"].items() if tick - t >= int(cfg.clusters.warmup_s * _NS)}
+        self.miner.mine(conn, project_id, tick - self.interval_ns, tick, cluster_warm)
+
+        candidates: list[Candidate] = []
+        checked: set[tuple[str, str]] = set()
+        firing = self._firing(conn, project_id)
+        # Every fast tick: what must page within minutes.
+        candidates += clusters.check(conn, project_id, tick, cfg.clusters, cluster_warm)
+        checked |= {("new_cluster", "novel"), ("new_cluster", "surge")}
+        candidates += events.rare_events(conn, project_id, tick, specs, cfg)
+        checked.add(("rare_event", "failure"))
+        if tick % self.slow_ns == 0:
+            # Every check interval: the windowed statistics.
+            windows: dict[str, Any] = {}
+            for spec in specs:
+                found, window = self.drift.check(conn, project_id, tick, spec, state, drift_warm,
+                                                 firing.get(("drift", "z"), set()))
+                windows[spec.name] = window
+                candidates += found
+            checked.add(("drift", "z"))
+            if tick % HOUR_NS == 0:
+                for spec in specs:
+                    candidates += self.drift.cusum(conn, project_id, tick, spec, state, drift_warm)
+                checked.add(("drift", "cusum"))
+            if self.slos:
+                found_slo, checked_slo = slo.check(conn, project_id, tick, self.slos, self.catalogue,
+                                                   check_interval_s=cfg.check_interval_s)
+                candidates += found_slo
+                checked |= checked_slo
+            candidates += events.evaluator_errors(windows, specs, cfg)
+            checked.add(("evaluator_errors", "error_ratio"))
+            candidates += events.calibration(conn, project_id, tick, specs, cfg)
+            checked.add(("calibration", "agreement"))
+            candidates += events.no_data(conn, project_id, tick, cfg, state.get("since"), state["first_seen"])
+            checked |= {("no_data", "service"), ("no_data", "evaluator")}
+        self._reconcile(conn, project_id, tick, candidates, checked, firing)
+        self._save(conn, project_id, tick, state, has_state=has_state)
+
+    def _firing(self, conn: Connection, project_id: int) -> dict[tuple[str, str], set[str]]:
+        a = m.alerts.c
+        out: dict[tuple[str, str], set[str]] = {}
+        for kind, rule, key in conn.execute(select(a.kind, a.rule, a.dedup_key)
+                                            .where(a.project_id == project_id, a.state == "firing")):
+            out.setdefault((kind, rule), set()).add(key)
+        return out
+
+    def _reconcile(self, conn: Connection, project_id: int, tick: int, candidates: list[Candidate],
+                   checked: set[tuple[str, str]], firing: dict[tuple[str, str], set[str]]) -> None:
+        a = m.alerts.c
+        inhibitors = {c.evaluator for c in candidates if c.kind in INHIBITING and c.evaluator}
+        inhibitors |= {row[0] for row in conn.execute(
+            select(a.evaluator).where(a.project_id == project_id, a.state == "firing", a.kind.in_(INHIBITING),
+                                      a.evaluator != ""))}
+        kept: list[Candidate] = []
+        keep_keys: set[str] = set()
+        for candidate in candidates:
+            if candidate.kind in INHIBITED and candidate.evaluator in inhibitors:
+                continue
+            kept.append(candidate)
+        if inhibitors:
+            for row in conn.execute(select(a.dedup_key).where(
+                    a.project_id == project_id, a.state == "firing", a.kind.in_(INHIBITED),
+                    a.evaluator.in_(sorted(inhibitors)))):
+                keep_keys.add(row[0])
+        for candidate in kept:
+            if not candidate.session_ids and candidate.kind == "drift":
+                candidate.session_ids, candidate.trace_ids = self._examples(conn, project_id, tick, candidate)
+        alert_events = alert_store.reconcile(conn, project_id, tick, kept, checked, keep_keys=keep_keys,
+                                             public_url=self.public_url, now=utcnow())
+        for event in alert_events:
+            alert = event.alert
+            logger.info("alert %s: %s %s %s (%s)", event.action, alert["kind"], alert["rule"], alert["summary"],
+                        alert["severity"])
+        alert_store.enqueue_notifications(conn, project_id, alert_events, self.routes)
+
+    def _examples(self, conn: Connection, project_id: int, tick: int, candidate: Candidate
+                  ) -> tuple[list[str], list[str]]:
+        """The lowest-scored sessions of a drifting series in its window."""
+        sc, se = m.scores.c, m.sessions.c
+        where = [sc.project_id == project_id, sc.evaluator == candidate.evaluator,
+                 sc.evaluator_version == candidate.evaluator_version, sc.shadow.is_(False), sc.status == "ok",
+                 sc.event_time_ns >= tick - int(self.config.drift.window_s * _NS), sc.event_time_ns < tick]
+        for name in ("service", "agent_version", "intent"):
+            if candidate.labels.get(name):
+                where.append(se[name] == candidate.labels[name])
+        rows = conn.execute(
+            select(sc.session_id, clusters.first_trace(sc.project_id, sc.session_id))
+            .select_from(m.scores.join(m.sessions, (se.project_id == sc.project_id) & (se.session_id == sc.session_id)))
+            .where(*where).order_by(sc.score, sc.event_time_ns, sc.id).limit(MAX_EXAMPLES)).all()
+        return [r[0] for r in rows], [r[1] for r in rows if r[1]]
+
+    # -- labels arrive late ---------------------------------------------------------------------------------
+
+    def _labels_pass(self, project_id: int) -> None:
+        """Calibration at the latest checked tick, for labels posted after their sessions' ticks ran."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(m.monitor_state.c.last_tick_ns)
+                               .where(m.monitor_state.c.project_id == project_id)).first()
+            if row is None:
+                return
+            tick = int(row[0])
+            candidates = events.calibration(conn, project_id, tick, self.specs, self.config)
+            self._reconcile(conn, project_id, tick, candidates, {("calibration", "agreement")},
+                            self._firing(conn, project_id))
+
+    # -- surfaces -------------------------------------------------------------------------------------------
+
+    def last_tick(self, project_id: int) -> int | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(m.monitor_state.c.last_tick_ns)
+                                 .where(m.monitor_state.c.project_id == project_id)).scalar()
+        return None if value is None else int(value)
+
+    def slo_status(self, project_id: int) -> list[dict[str, Any]]:
+        tick = self.last_tick(project_id)
+        if tick is None or not self.slos:
+            return []
+        with self.engine.connect() as conn:
+            result: list[dict[str, Any]] = slo.status(conn, project_id, tick, self.slos)
+        return result

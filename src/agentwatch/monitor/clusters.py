@@ -1,0 +1,264 @@
+"""New failure clusters: templates mined from failures, and the checks on their counts (methods.md §4).
+
+At each tick the monitor feeds the miner, in event-time order, the failures
+of the tick's interval: failed tool spans (``tool_error``), other failed
+spans (``span_error``), failed guardrail spans (``guardrail``) and the
+reasons of failing evaluator scores (``evaluator``). Each occurrence is a
+row of ``template_hits``; each template a row of ``failure_templates`` with
+its first-seen time, so the miner is rebuilt from the table after a restart.
+
+A template first seen within ``novelty`` (1 day) whose last-hour weighted
+count reaches ``min_count`` in ``min_sessions`` sessions of ``min_users``
+users fires ``new_cluster`` (rule ``novel``). A template seen during the
+service's warm-up is part of the initial baseline and never novel. A known
+template surges (rule ``surge``) when its last-hour count is improbable
+under its 7-day baseline rate: P(X >= c | (c_b + 0.5) / T_b) < ``surge_p``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from agentwatch.monitor.base import MAX_EXAMPLES, Candidate, ClusterConfig
+from agentwatch.monitor.drain import Drain
+from agentwatch.monitor.rollups import SESSION_DIMENSION, totals
+from agentwatch.monitor.stats import poisson_sf
+from agentwatch.store import models as m
+from agentwatch.store.models import utcnow
+
+_NS = 1_000_000_000
+#: Novel for this long after it is first seen (then it is a known template that can surge).
+NOVELTY_NS = 86400 * _NS
+_SPACE = re.compile(r"\s+")
+#: Where a reason's lead clause ends: a semicolon or a line break.
+_LEAD = re.compile(r"\s*(?:;|\n)\s*")
+#: Prefix-tree depth: the source and subject take two levels, so the message's first token routes too.
+DEPTH = 5
+#: Longest message mined (error texts can be long; their head carries the template).
+_MAX_MESSAGE = 400
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    event_ns: int
+    source: str
+    subject: str
+    message: str
+    session_id: str
+    trace_id: str | None
+    user_id: str | None
+    service: str | None
+    weight: float
+    order: str
+
+
+def _prefix(source: str, subject: str) -> str:
+    return f"{source} {_SPACE.sub('_', subject or '-')}"
+
+
+def lead(reason: str) -> str:
+    """An evaluator reason's lead clause: what failed, without the list of every instance that follows."""
+    return _LEAD.split(reason.strip(), maxsplit=1)[0].strip() or reason.strip()
+
+
+def first_trace(project_id: Any, session_id: Any) -> Any:
+    """A correlated scalar subquery: the session's first trace id."""
+    ts = m.trace_sessions.c
+    return (select(func.min(ts.trace_id)).where(ts.project_id == project_id, ts.session_id == session_id)
+            .scalar_subquery())
+
+
+def occurrences(conn: Connection, project_id: int, since_ns: int, until_ns: int) -> list[Occurrence]:
+    """The failures of [since, until) in a fixed order (event time, then identity)."""
+    sp, se = m.spans.c, m.sessions.c
+    # The session's user and service: a tool span rarely carries the user itself.
+    rows = conn.execute(
+        select(sp.end_ns, sp.kind, sp.name, sp.tool_name, sp.status_message, sp.error_type, sp.session_id,
+               sp.trace_id, sp.span_id, func.coalesce(se.user_id, sp.user_id), func.coalesce(se.service, sp.service))
+        .select_from(m.spans.outerjoin(m.sessions, (se.project_id == sp.project_id) & (se.session_id == sp.session_id)))
+        .where(sp.project_id == project_id, sp.success.is_(False), sp.end_ns >= since_ns, sp.end_ns < until_ns))
+    out: list[Occurrence] = []
+    for end_ns, kind, name, tool, message, error_type, session_id, trace_id, span_id, user_id, service in rows:
+        text = (message or error_type or "").strip()
+        if not text:
+            text = "failed without a message"
+        if error_type and error_type not in text:
+            text = f"{error_type}: {text}"
+        source = "tool_error" if kind == "tool" else "guardrail" if kind == "guardrail" else "span_error"
+        subject = tool or name if kind == "tool" else name
+        out.append(Occurrence(int(end_ns), source, subject or "", text[:_MAX_MESSAGE], session_id, trace_id, user_id,
+                              service, 1.0, f"{trace_id}{span_id}"))
+    sc = m.scores.c
+    rows = conn.execute(
+        select(sc.event_time_ns, sc.evaluator, sc.reason, sc.session_id, sc.inclusion_probability, sc.id,
+               se.user_id, se.service, first_trace(sc.project_id, sc.session_id))
+        .select_from(m.scores.join(m.sessions, (se.project_id == sc.project_id) & (se.session_id == sc.session_id)))
+        .where(sc.project_id == project_id, sc.passed.is_(False), sc.shadow.is_(False), sc.status == "ok",
+               sc.event_time_ns >= since_ns, sc.event_time_ns < until_ns))
+    for score_row in rows:
+        event_ns, evaluator, reason, session_id, probability, score_id, user_id, service, trace_id = tuple(score_row)
+        text = lead(reason or "failed")[:_MAX_MESSAGE]
+        out.append(Occurrence(int(event_ns), "evaluator", evaluator, text, session_id, trace_id, user_id, service,
+                              1.0 / max(float(probability), 1e-9), f"score{score_id:020d}"))
+    out.sort(key=lambda o: (o.event_ns, o.source, o.order))
+    return out
+
+
+class Miner:
+    """One Drain per project, rebuilt from ``failure_templates`` when first used."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self._drains: dict[int, Drain] = {}
+        #: Drain cluster id -> failure_templates id, per project.
+        self._ids: dict[int, dict[int, int]] = {}
+
+    def _drain(self, conn: Connection, project_id: int) -> Drain:
+        drain = self._drains.get(project_id)
+        if drain is None:
+            t = m.failure_templates.c
+            rows = conn.execute(select(t.id, t.source, t.subject, t.template, t.count)
+                                .where(t.project_id == project_id).order_by(t.id)).all()
+            drain = Drain.restore([(int(r.id), f"{_prefix(r.source, r.subject)} {r.template}", int(r._mapping["count"]))
+                                   for r in rows], similarity=self.config.similarity, depth=DEPTH)
+            self._drains[project_id] = drain
+            self._ids[project_id] = {int(r.id): int(r.id) for r in rows}
+        return drain
+
+    def forget(self) -> None:
+        """Drop the in-memory miners (after a transaction that wrote templates was rolled back)."""
+        self._drains.clear()
+        self._ids.clear()
+
+    def mine(self, conn: Connection, project_id: int, since_ns: int, until_ns: int, warm: set[str]) -> int:
+        """Mine the failures of [since, until); answers how many occurrences were recorded."""
+        found = occurrences(conn, project_id, since_ns, until_ns)
+        if not found:
+            return 0
+        drain = self._drain(conn, project_id)
+        ids = self._ids[project_id]
+        t = m.failure_templates.c
+        hits = []
+        for occ in found:
+            prefix = _prefix(occ.source, occ.subject)
+            cluster, change = drain.add(f"{prefix} {occ.message}")
+            # The prefix is masked and split like the message: drop its tokens, not its characters.
+            template = " ".join(cluster.tokens[len(drain.tokenize(prefix)):])
+            if change == "created":
+                row_id = conn.execute(insert(m.failure_templates).values(
+                    project_id=project_id, source=occ.source, subject=occ.subject, template=template,
+                    first_seen_ns=occ.event_ns, last_seen_ns=occ.event_ns, count=0, weighted_count=0.0,
+                    baseline=(occ.service or "") not in warm, created_at=utcnow()).returning(t.id)).scalar_one()
+                ids[cluster.id] = int(row_id)
+            db_id = ids[cluster.id]
+            values: dict[str, Any] = {"count": t.count + 1, "weighted_count": t.weighted_count + occ.weight,
+                                      "last_seen_ns": func.max(t.last_seen_ns, occ.event_ns)
+                                      if conn.dialect.name == "sqlite" else func.greatest(t.last_seen_ns, occ.event_ns)}
+            if change == "changed":
+                values["template"] = template
+            conn.execute(update(m.failure_templates).where(t.id == db_id).values(**values))
+            hits.append({"project_id": project_id, "template_id": db_id, "event_ns": occ.event_ns,
+                         "session_id": occ.session_id, "trace_id": occ.trace_id, "user_id": occ.user_id,
+                         "service": occ.service, "weight": occ.weight, "message": occ.message})
+        conn.execute(insert(m.template_hits), hits)
+        return len(hits)
+
+
+def check(conn: Connection, project_id: int, tick_ns: int, config: ClusterConfig, warm: set[str]) -> list[Candidate]:
+    """``new_cluster`` candidates at ``tick_ns`` from the last window's hits."""
+    h, t = m.template_hits.c, m.failure_templates.c
+    window_start = tick_ns - int(config.window_s * _NS)
+    rows = conn.execute(
+        select(h.template_id, func.count(), func.sum(h.weight), func.count(h.session_id.distinct()),
+               func.count(h.user_id.distinct()), func.min(h.service))
+        .where(h.project_id == project_id, h.event_ns >= window_start, h.event_ns < tick_ns)
+        .group_by(h.template_id).order_by(h.template_id)).all()
+    out: list[Candidate] = []
+    for template_id, count, weighted, sessions, users, service in rows:
+        if (service or "") not in warm or float(weighted) < config.min_count or sessions < config.min_sessions or (
+                users < config.min_users):
+            continue
+        template = conn.execute(select(t.source, t.subject, t.template, t.first_seen_ns, t.baseline)
+                                .where(t.id == template_id)).one()
+        baseline_start = window_start - int(config.baseline_s * _NS)
+        baseline_count = conn.execute(
+            select(func.count()).where(h.project_id == project_id, h.template_id == template_id,
+                                       h.event_ns >= baseline_start, h.event_ns < window_start)).scalar_one()
+        novel = not template.baseline and template.first_seen_ns >= tick_ns - NOVELTY_NS
+        figures: dict[str, Any] = {"observed": float(weighted), "n": int(count), "sessions": int(sessions),
+                                   "users": int(users), "baseline": int(baseline_count),
+                                   "template_id": int(template_id),
+                                   "template": template.template, "source": template.source,
+                                   "first_seen_ns": int(template.first_seen_ns)}
+        if novel:
+            rule = "novel"
+            summary = (f"new failure in {template.subject} ({template.source}): \"{template.template}\" "
+                       f"{count} times in {sessions} sessions over the last {config.window_s / 3600:g}h")
+        else:
+            # The baseline rate over the time the template has existed (a template split off a more general
+            # one recently has few hits of its own), and only once it has existed for a warm-up.
+            known_since = max(baseline_start, int(template.first_seen_ns))
+            if window_start - known_since < int(config.warmup_s * _NS):
+                continue
+            # Expected in proportion to traffic, not to time, so the daily cycle's peak is no surge.
+            labels = {"service": service} if service else {}
+            window_sessions = totals(conn, project_id, SESSION_DIMENSION, since_ns=window_start, until_ns=tick_ns,
+                                     **labels).count
+            baseline_sessions = totals(conn, project_id, SESSION_DIMENSION, since_ns=known_since,
+                                       until_ns=window_start, **labels).count
+            if not baseline_sessions:
+                continue
+            expected = (baseline_count + 0.5) * window_sessions / baseline_sessions
+            p = poisson_sf(int(count), expected)
+            if p >= config.surge_p:
+                continue
+            rule = "surge"
+            figures.update({"expected": round(expected, 4), "p_value": p})
+            summary = (f"failure surging in {template.subject} ({template.source}): \"{template.template}\" "
+                       f"{count} times over the last {config.window_s / 3600:g}h, {expected:.2f} expected at this "
+                       "traffic")
+        examples = conn.execute(
+            select(h.session_id, h.trace_id).where(h.project_id == project_id, h.template_id == template_id,
+                                                   h.event_ns >= window_start, h.event_ns < tick_ns)
+            .order_by(h.event_ns, h.id).limit(200)).all()
+        session_ids = list(dict.fromkeys(r.session_id for r in examples))[:MAX_EXAMPLES]
+        trace_ids = list(dict.fromkeys(r.trace_id for r in examples if r.trace_id))[:MAX_EXAMPLES]
+        out.append(Candidate(
+            kind="new_cluster", rule=rule, severity="ticket", summary=summary,
+            dimension=f"{template.source}:{template.subject}",
+            evaluator=template.subject if template.source == "evaluator" else "",
+            labels={"service": service or ""}, figures=figures, session_ids=session_ids, trace_ids=trace_ids,
+            discriminator=str(template_id)))
+    return out
+
+
+def list_templates(conn: Connection, project_id: int, *, limit: int, cursor: int | None,
+                   now_ns: int | None, window_s: float = 3600.0) -> tuple[list[dict[str, Any]], int | None]:
+    """Templates newest first (by first-seen, id) with their counts, for ``GET /api/v1/clusters``."""
+    t, h = m.failure_templates.c, m.template_hits.c
+    query = select(t.id, t.source, t.subject, t.template, t.first_seen_ns, t.last_seen_ns, t.count,
+                   t.weighted_count, t.baseline).where(t.project_id == project_id)
+    if cursor is not None:
+        query = query.where(t.id < cursor)
+    rows = conn.execute(query.order_by(t.id.desc()).limit(limit + 1)).all()
+    items = []
+    for row in rows[:limit]:
+        recent = None
+        if now_ns is not None:
+            recent = conn.execute(select(func.count()).where(
+                h.project_id == project_id, h.template_id == row.id,
+                h.event_ns >= now_ns - int(window_s * _NS), h.event_ns < now_ns)).scalar_one()
+        example = conn.execute(select(h.session_id, h.message).where(h.project_id == project_id,
+                                                                     h.template_id == row.id)
+                               .order_by(h.event_ns.desc(), h.id.desc()).limit(1)).first()
+        items.append({"id": int(row.id), "source": row.source, "subject": row.subject, "template": row.template,
+                      "first_seen_ns": int(row.first_seen_ns), "last_seen_ns": int(row.last_seen_ns),
+                      "count": int(row._mapping["count"]), "weighted_count": float(row.weighted_count),
+                      "count_last_hour": recent, "baseline": bool(row.baseline),
+                      "example": {"session_id": example.session_id, "message": example.message} if example else None})
+    next_cursor = int(rows[limit - 1].id) if len(rows) > limit else None
+    return items, next_cursor

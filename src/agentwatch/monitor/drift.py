@@ -1,0 +1,246 @@
+"""Drift of a scored dimension against its rolling baseline (methods.md §2).
+
+Every evaluator is a dimension; its series are keyed by service, agent
+version, intent and evaluator version, and also pooled over intents
+(intent ``""``). At each tick the window's weighted mean is compared with
+the baseline's: the 7 days before the window, the same service, intent and
+evaluator version, over every agent version (so a new agent version is
+compared with the ones before it). A baseline never mixes evaluator
+versions: a new version is a new series, which shadow scoring gives a
+baseline at once. The standard error is inflated by the over-dispersion
+factor phi measured on the baseline's hours. The alert fires when
+z < -N with at least ``min_n`` sessions in the window, a drop of at least
+``min_effect`` and the condition held for ``for``; it stays firing while
+z < -N/2. Hourly, a one-sided CUSUM of the standardized hourly means of the
+pooled series catches slow drifts at ticket severity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from agentwatch.monitor import rollups
+from agentwatch.monitor.base import Candidate, DriftConfig
+from agentwatch.monitor.rollups import HOUR_NS, Totals
+
+_NS = 1_000_000_000
+SeriesKey = tuple[str, str, str, str]  # service, agent_version, intent, evaluator_version
+BaselineKey = tuple[str, str, str]  # service, intent, evaluator_version
+
+
+@dataclass(frozen=True)
+class Baseline:
+    mean: float
+    variance: float
+    n: float
+    phi: float
+    hours: int
+    #: Agent versions seen in the baseline.
+    versions: frozenset[str]
+
+
+def statistic(spec: Any, configured: str = "auto") -> str:
+    """``pass_rate`` (the share of sessions that pass) for an evaluator with a threshold, else ``mean``."""
+    if configured != "auto":
+        return configured
+    return "pass_rate" if getattr(spec, "threshold", None) is not None else "mean"
+
+
+def mean_of(totals: Totals, stat: str) -> float:
+    """The window's weighted mean of the statistic (weighted_count must be positive)."""
+    if stat == "pass_rate":
+        return 1.0 - totals.weighted_failures / totals.weighted_count
+    return totals.weighted_sum / totals.weighted_count
+
+
+def variance_of(totals: Totals, stat: str) -> float:
+    if stat == "pass_rate":
+        p = mean_of(totals, stat)
+        return p * (1 - p)
+    return totals.variance or 0.0
+
+
+def _pool(groups: dict[tuple[str, ...], Totals], *, by_intent: bool) -> dict[tuple[str, ...], Totals]:
+    out: dict[tuple[str, ...], Totals] = {}
+    for key, value in groups.items():
+        service, version, intent, ev = key
+        pooled = (service, version, intent if by_intent else "", ev)
+        out[pooled] = out[pooled] + value if pooled in out else value
+    return out
+
+
+def _baseline(hours: dict[int, Totals], stat: str, versions: frozenset[str]) -> Baseline | None:
+    total = rollups.ZERO
+    for value in hours.values():
+        total = total + value
+    if not total.weighted_count:
+        return None
+    mean, variance = mean_of(total, stat), variance_of(total, stat)
+    phi = 1.0
+    if variance > 0:
+        terms = [h.count * (mean_of(h, stat) - mean) ** 2 / variance
+                 for h in hours.values() if h.count >= 5 and h.weighted_count]
+        if terms:
+            phi = max(1.0, sum(terms) / len(terms))
+    return Baseline(mean, variance, total.count, phi, len(hours), versions)
+
+
+class DriftDetector:
+    """Stateless but for a per-hour cache of baselines; its hold and CUSUM state live in the monitor's state."""
+
+    def __init__(self, config: DriftConfig) -> None:
+        self.config = config
+        self._raw: dict[tuple[str, int], dict[BaselineKey, dict[str, dict[int, Totals]]]] = {}
+        self._baselines: dict[tuple[Any, ...], Baseline | None] = {}
+
+    def _hours(self, conn: Connection, project_id: int, dimension: str, until_ns: int
+               ) -> dict[BaselineKey, dict[str, dict[int, Totals]]]:
+        """The whole hours of [until - baseline, until) per service, intent (and pooled), evaluator version
+        and agent version; cached for the hour."""
+        hour_end = until_ns - until_ns % HOUR_NS
+        cache_key = (dimension, hour_end)
+        cached = self._raw.get(cache_key)
+        if cached is not None:
+            return cached
+        since = hour_end - int(self.config.baseline_s * _NS)
+        hourly = rollups.hourly_totals(conn, project_id, dimension, since_ns=since, until_ns=hour_end)
+        raw: dict[BaselineKey, dict[str, dict[int, Totals]]] = {}
+        for (service, agent_version, intent, ev), hours in hourly.items():
+            for pooled_intent in (intent, ""):
+                into = raw.setdefault((service, pooled_intent, ev), {}).setdefault(agent_version, {})
+                for hour, value in hours.items():
+                    into[hour] = into[hour] + value if hour in into else value
+        for stale in [k for k in self._raw if k[0] == dimension and k[1] < hour_end]:
+            del self._raw[stale]
+        self._raw[cache_key] = raw
+        self._baselines.clear()
+        return raw
+
+    def baseline(self, conn: Connection, project_id: int, dimension: str, until_ns: int, stat: str,
+                 key: BaselineKey, agent_version: str) -> tuple[Baseline | None, bool]:
+        """The baseline of a series and whether its agent version is new.
+
+        An agent version with a day of its own history and enough sessions in the baseline period is
+        compared with its own past; a new one with the earlier versions only, so that its own drifted
+        sessions never dilute the baseline it is judged against.
+        """
+        raw = self._hours(conn, project_id, dimension, until_ns).get(key)
+        if not raw:
+            return None, agent_version not in (raw or {})
+        own = raw.get(agent_version, {})
+        own_count = sum(t.count for t in own.values())
+        established = (own_count >= self.config.min_baseline_n and own
+                       and (until_ns - until_ns % HOUR_NS) - min(own) >= int(self.config.warmup_s * _NS))
+        versions = [agent_version] if established else [v for v in raw if v != agent_version]
+        memo = (dimension, stat, key, tuple(sorted(versions)))
+        if memo not in self._baselines:
+            hours: dict[int, Totals] = {}
+            for version in versions:
+                for hour, value in raw[version].items():
+                    hours[hour] = hours[hour] + value if hour in hours else value
+            self._baselines[memo] = _baseline(hours, stat, frozenset(versions))
+        return self._baselines[memo], not established
+
+    def check(self, conn: Connection, project_id: int, tick_ns: int, spec: Any, state: dict[str, Any],
+              warm: set[str], firing: set[str]) -> tuple[list[Candidate], dict[SeriesKey, Totals]]:
+        """Candidates of one evaluator's series at ``tick_ns``; also answers the window totals it read.
+
+        ``state`` holds ``hold`` (series key -> first tick the condition held) and ``cusum``; ``warm`` is
+        the services past their warm-up; ``firing`` the dedup keys of this rule's firing alerts.
+        """
+        cfg = self.config
+        window_start = tick_ns - int(cfg.window_s * _NS)
+        groups = rollups.series_totals(conn, project_id, spec.name, since_ns=window_start, until_ns=tick_ns)
+        per_intent = _pool(groups, by_intent=True)
+        pooled = _pool(groups, by_intent=False)
+        windows = {**per_intent, **pooled}
+        stat = statistic(spec, cfg.statistic)
+        # A pass rate is always higher-is-better; a mean score follows the evaluator's direction.
+        sign = 1.0 if stat == "pass_rate" or spec.direction == "higher_is_better" else -1.0
+        hold: dict[str, int] = state.setdefault("hold", {})
+        out: list[Candidate] = []
+        seen: set[str] = set()
+        for (service, agent_version, intent, ev), window in sorted(windows.items()):
+            if service not in warm or not window.weighted_count:
+                continue
+            base, new_version = self.baseline(conn, project_id, spec.name, window_start, stat, (service, intent, ev),
+                                              agent_version)
+            if base is None or base.n < cfg.min_baseline_n or base.variance <= 0:
+                continue
+            mean = mean_of(window, stat)
+            n = window.count
+            se = math.sqrt(base.phi * base.variance / n + base.variance / base.n)
+            z = (mean - base.mean) / se
+            drop = sign * (base.mean - mean)
+            candidate = Candidate(
+                kind="drift", rule="z", severity="page", dimension=spec.name, evaluator=spec.name,
+                evaluator_version=ev, labels={"service": service, "agent_version": agent_version, "intent": intent},
+                owner=spec.owner, summary="", figures={})
+            key = candidate.dedup_key
+            seen.add(key)
+            threshold = cfg.z_threshold / 2 if key in firing else cfg.z_threshold
+            holds = sign * z < -threshold and n >= cfg.min_n and (drop >= cfg.min_effect or key in firing)
+            if not holds:
+                hold.pop(key, None)
+                continue
+            first = hold.setdefault(key, tick_ns)
+            if key not in firing and tick_ns - first < int(cfg.hold_s * _NS):
+                continue
+            compared = "earlier agent versions" if new_version else "the 7 days before"
+            where = " ".join(p for p in (service, agent_version, intent and f"intent={intent}") if p)
+            what = "pass rate" if stat == "pass_rate" else "mean score"
+            candidate.summary = (
+                f"{spec.name}@{ev[:8]} {what} {mean:.3f} over the last {cfg.window_s / 3600:g}h for {where} vs "
+                f"{base.mean:.3f} in {compared} (z={z:.1f}, n={n:.0f})")
+            candidate.figures = {
+                "observed": round(mean, 6), "baseline": round(base.mean, 6), "z": round(z, 3), "n": n,
+                "baseline_n": base.n, "phi": round(base.phi, 3), "effect": round(-drop, 6),
+                "window_s": cfg.window_s, "new_agent_version": new_version, "statistic": stat,
+                "cause": "agent" if new_version else "unknown"}
+            out.append(candidate)
+        for key in [k for k in hold if k.startswith("drift:z:" + spec.name + ":") and k not in seen]:
+            del hold[key]
+        return out, groups  # type: ignore[return-value]
+
+    def cusum(self, conn: Connection, project_id: int, tick_ns: int, spec: Any, state: dict[str, Any],
+              warm: set[str]) -> list[Candidate]:
+        """At an hour boundary: feed the last hour's standardized mean of each pooled series to its CUSUM."""
+        cfg = self.config
+        hour_start = tick_ns - HOUR_NS
+        groups = rollups.series_totals(conn, project_id, spec.name, since_ns=hour_start, until_ns=tick_ns)
+        pooled = _pool(groups, by_intent=False)
+        stat = statistic(spec, cfg.statistic)
+        sums: dict[str, float] = state.setdefault("cusum", {})
+        sign = 1.0 if stat == "pass_rate" or spec.direction == "higher_is_better" else -1.0
+        out: list[Candidate] = []
+        for (service, agent_version, _, ev), window in sorted(pooled.items()):
+            if service not in warm or window.count < cfg.min_n or not window.weighted_count:
+                continue
+            base, _ = self.baseline(conn, project_id, spec.name, hour_start, stat, (service, "", ev), agent_version)
+            if base is None or base.n < cfg.min_baseline_n or base.variance <= 0:
+                continue
+            mean = mean_of(window, stat)
+            x = sign * (mean - base.mean) / math.sqrt(base.variance * base.phi / window.count)
+            candidate = Candidate(
+                kind="drift", rule="cusum", severity="ticket", dimension=spec.name, evaluator=spec.name,
+                evaluator_version=ev, labels={"service": service, "agent_version": agent_version},
+                owner=spec.owner, summary="")
+            key = candidate.dedup_key
+            total = max(0.0, sums.get(key, 0.0) - x - cfg.cusum_k)
+            if total > 0:
+                sums[key] = total
+            else:
+                sums.pop(key, None)
+            if total > cfg.cusum_h:
+                candidate.summary = (
+                    f"{spec.name}@{ev[:8]} drifting down slowly for {service} {agent_version}: CUSUM {total:.1f} "
+                    f"> {cfg.cusum_h:g} (last hour mean {mean:.3f} vs baseline {base.mean:.3f})")
+                candidate.figures = {"observed": round(mean, 6), "baseline": round(base.mean, 6),
+                                     "cusum": round(total, 3), "h": cfg.cusum_h, "k": cfg.cusum_k,
+                                     "n": window.count, "phi": round(base.phi, 3)}
+                out.append(candidate)
+        return out

@@ -1,0 +1,252 @@
+"""Replays: steady traffic fires nothing; each incident fires its kind in time; replays repeat exactly.
+
+Each seed's steady prefix (up to 09:30 on day 3, with 20 agreeing human labels
+of the LLM judge) is built once and copied for every test of that seed. The
+incidents start at 10:00 on day 3; delays are ``started_at`` minus that.
+Seed 1 runs in the default suite; seeds 2 to 5 (steady) and 2 to 3
+(incidents) are marked ``slow``, and ``.ci/run`` runs them too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from replay_harness import (
+    DAY,
+    HOUR,
+    INCIDENT,
+    MINUTE,
+    PREFIX_END,
+    START,
+    Replay,
+    copy_sqlite,
+    judge_reply,
+    rfc3339_ns,
+    stable,
+)
+
+from agentwatch.testing_judge import FakeJudgeServer
+from agentwatch.traffic.incidents import GoalFailures, NewAgentVersion, NewToolError, OffPolicyRefund, SlowIntent
+
+#: How long after the incident's start each replay keeps sending.
+AFTER = 2 * HOUR + 30 * MINUTE
+PREFIX_LABELS = 20
+
+
+@pytest.fixture(scope="session")
+def judge() -> Iterator[FakeJudgeServer]:
+    with FakeJudgeServer(handler=judge_reply) as server:
+        yield server
+
+
+def wait_for_evaluations(replay: Replay, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(replay.url + "/metrics", timeout=30).text
+        queued = [line for line in text.splitlines() if line.startswith("agentwatch_evaluations_queued ")]
+        if queued and float(queued[0].split()[1]) == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError("evaluations did not drain")
+
+
+class Prefixes:
+    """The steady prefix of each (engine, seed), built on first use."""
+
+    def __init__(self, folder: Path, judge: FakeJudgeServer, pg: Any) -> None:
+        self.folder = folder
+        self.judge = judge
+        self.pg = pg
+        self.built: dict[tuple[str, int], str] = {}
+
+    def build(self, engine: str, seed: int) -> str:
+        key = (engine, seed)
+        if key not in self.built:
+            if engine == "sqlite":
+                url = f"sqlite:///{self.folder / f'prefix-{seed}.db'}"
+            else:
+                url = self.pg.url(self.pg.create())
+            with Replay(url, self.judge) as replay:
+                replay.send(seed, START, PREFIX_END)
+                wait_for_evaluations(replay)
+                scores = replay.get("/api/v1/scores", evaluator="helpfulness", limit=1000,
+                                    until="2026-01-03T00:00:00Z")["items"]
+                for score in sorted(scores, key=lambda s: s["event_time"])[-PREFIX_LABELS:]:
+                    replay.post("/api/v1/labels", {"session_id": score["session_id"], "evaluator": "helpfulness",
+                                                   "verdict": "correct" if score["passed"] else "real_failure",
+                                                   "author": "reviewer-1"})
+            self.built[key] = url
+        return self.built[key]
+
+    def copy(self, engine: str, seed: int, target: Path) -> str:
+        source = self.build(engine, seed)
+        if engine == "sqlite":
+            copy_sqlite(Path(source.removeprefix("sqlite:///")), target / "agentwatch.db")
+            return f"sqlite:///{target / 'agentwatch.db'}"
+        name = f"aw_test_{target.name[-20:].replace('-', '_').lower()}_{seed}"
+        with self.pg.admin.connect() as conn:
+            from sqlalchemy import text
+
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{source.rsplit("/", 1)[1]}"'))
+        return self.pg.url(name)
+
+
+@pytest.fixture(scope="session")
+def prefixes(tmp_path_factory: pytest.TempPathFactory, judge: FakeJudgeServer,
+             pg_databases: Any) -> Iterator[Prefixes]:
+    found = Prefixes(tmp_path_factory.mktemp("replay-prefixes"), judge, pg_databases)
+    yield found
+    for (engine, _), url in found.built.items():
+        if engine == "postgresql":
+            pg_databases.drop(url.rsplit("/", 1)[1])
+
+
+def run_incident(prefixes: Prefixes, judge: FakeJudgeServer, tmp_path: Path, seed: int, incidents: list[Any],
+                 engine: str = "sqlite", after: Callable[[Replay], None] | None = None) -> list[dict[str, Any]]:
+    url = prefixes.copy(engine, seed, tmp_path)
+    with Replay(url, judge) as replay:
+        replay.send(seed, PREFIX_END, INCIDENT + AFTER, incidents)
+        replay.flush()
+        if after is not None:
+            after(replay)
+            replay.flush()
+        return replay.alerts()
+
+
+def first(alerts: list[dict[str, Any]], kind: str, **fields: Any) -> dict[str, Any]:
+    found = [a for a in alerts if a["kind"] == kind and rfc3339_ns(a["started_at"]) >= INCIDENT
+             and all(a[k] == v for k, v in fields.items())]
+    assert found, f"no {kind} alert {fields} after the incident; alerts: {[(a['kind'], a['rule'], a['summary']) for a in alerts]}"
+    return min(found, key=lambda a: a["started_at"])
+
+
+def delay_min(alert: dict[str, Any]) -> float:
+    return (rfc3339_ns(alert["started_at"]) - INCIDENT) / MINUTE
+
+
+def quiet_before(alerts: list[dict[str, Any]]) -> None:
+    early = [(a["kind"], a["rule"], a["started_at"], a["summary"]) for a in alerts
+             if rfc3339_ns(a["started_at"]) < INCIDENT]
+    assert early == [], f"alerts fired on steady traffic: {early}"
+
+
+SEEDS = [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_new_tool_error_fires_new_cluster_within_15_minutes(prefixes: Prefixes, judge: FakeJudgeServer,
+                                                            tmp_path: Path, seed: int) -> None:
+    alerts = run_incident(prefixes, judge, tmp_path, seed, [NewToolError(INCIDENT)])
+    quiet_before(alerts)
+    alert = first(alerts, "new_cluster", rule="novel")
+    assert "SchemaVersionMismatch" in alert["summary"] and alert["session_ids"]
+    assert delay_min(alert) <= 15, alert
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_off_policy_refund_pages_a_rare_event_within_15_minutes(prefixes: Prefixes, judge: FakeJudgeServer,
+                                                                tmp_path: Path, seed: int) -> None:
+    alerts = run_incident(prefixes, judge, tmp_path, seed, [OffPolicyRefund(INCIDENT)])
+    quiet_before(alerts)
+    alert = first(alerts, "rare_event")
+    assert alert["severity"] == "page" and alert["evaluator"] == "refund_policy" and len(alert["session_ids"]) == 1
+    assert alert["owner"] == "payments-oncall" and alert["figures"]["inclusion_probability"] == 1.0
+    assert delay_min(alert) <= 15, alert
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_new_agent_version_fires_drift_naming_it_within_2_hours(prefixes: Prefixes, judge: FakeJudgeServer,
+                                                                tmp_path: Path, seed: int) -> None:
+    alerts = run_incident(prefixes, judge, tmp_path, seed, [NewAgentVersion(INCIDENT)])
+    quiet_before(alerts)
+    alert = first(alerts, "drift", dimension="faithfulness")
+    assert alert["labels"]["agent_version"] == "1.1.0" and alert["figures"]["new_agent_version"] is True
+    assert delay_min(alert) <= 120, alert
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_slow_intent_burns_the_latency_slo_within_30_minutes(prefixes: Prefixes, judge: FakeJudgeServer,
+                                                             tmp_path: Path, seed: int) -> None:
+    alerts = run_incident(prefixes, judge, tmp_path, seed, [SlowIntent(INCIDENT, intent="refund")])
+    quiet_before(alerts)
+    alert = first(alerts, "burn_rate", rule="slo:response-time")
+    assert alert["labels"]["intent"] == "refund" and alert["severity"] == "page"
+    assert delay_min(alert) <= 30, alert
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_goal_failures_fire_drift_or_burn_within_2_hours(prefixes: Prefixes, judge: FakeJudgeServer,
+                                                         tmp_path: Path, seed: int) -> None:
+    alerts = run_incident(prefixes, judge, tmp_path, seed, [GoalFailures(INCIDENT, intent="plan_change")])
+    quiet_before(alerts)
+    found = [a for a in alerts if a["kind"] in ("drift", "burn_rate") and a["dimension"] == "goal_completion"
+             and rfc3339_ns(a["started_at"]) >= INCIDENT]
+    assert found, [(a["kind"], a["rule"], a["summary"]) for a in alerts]
+    alert = min(found, key=lambda a: a["started_at"])
+    assert alert["labels"]["intent"] in ("plan_change", ""), alert
+    assert delay_min(alert) <= 120, alert
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_disagreeing_labels_fire_calibration_within_an_hour_of_the_minimum(
+        prefixes: Prefixes, judge: FakeJudgeServer, tmp_path: Path, seed: int) -> None:
+    reached: dict[str, int] = {}
+
+    def label(replay: Replay) -> None:
+        scores = replay.get("/api/v1/scores", evaluator="helpfulness", since="2026-01-03T10:00:00Z",
+                            limit=1000)["items"]
+        scores.sort(key=lambda s: s["event_time"])
+        assert len(scores) >= 12, "too few judged sessions after the incident"
+        for index, score in enumerate(scores):
+            replay.post("/api/v1/labels", {"session_id": score["session_id"], "evaluator": "helpfulness",
+                                           "verdict": "false_positive" if not score["passed"] else "false_negative",
+                                           "author": "reviewer-2"})
+            if PREFIX_LABELS + index + 1 == 30:
+                reached["at"] = rfc3339_ns(score["event_time"])
+
+    alerts = run_incident(prefixes, judge, tmp_path, seed, [], after=label)
+    quiet_before(alerts)
+    alert = first(alerts, "calibration", evaluator="helpfulness")
+    assert alert["figures"]["n"] >= 30 and alert["figures"]["observed"] < 0.85
+    assert alert["owner"] == "quality-oncall" and alert["session_ids"]
+    assert rfc3339_ns(alert["started_at"]) - reached["at"] <= HOUR, alert
+
+
+def test_replaying_the_same_traffic_gives_the_same_alerts(prefixes: Prefixes, judge: FakeJudgeServer,
+                                                          tmp_path: Path) -> None:
+    incidents = [NewToolError(INCIDENT), OffPolicyRefund(INCIDENT + 30 * MINUTE)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first_run = run_incident(prefixes, judge, tmp_path / "a", 1, incidents)
+    second_run = run_incident(prefixes, judge, tmp_path / "b", 1, incidents)
+    assert first_run and stable(first_run) == stable(second_run)
+
+
+@pytest.mark.slow
+def test_off_policy_refund_on_postgresql(prefixes: Prefixes, judge: FakeJudgeServer, tmp_path: Path) -> None:
+    alerts = run_incident(prefixes, judge, tmp_path, 1, [OffPolicyRefund(INCIDENT)], engine="postgresql")
+    quiet_before(alerts)
+    alert = first(alerts, "rare_event")
+    assert alert["severity"] == "page" and delay_min(alert) <= 15
+
+
+STEADY_SEEDS = [1, *(pytest.param(seed, marks=pytest.mark.slow) for seed in (2, 3, 4, 5))]
+
+
+@pytest.mark.parametrize("seed", STEADY_SEEDS)
+def test_seven_steady_days_fire_no_alert(prefixes: Prefixes, judge: FakeJudgeServer, tmp_path: Path,
+                                         seed: int) -> None:
+    url = prefixes.copy("sqlite", seed, tmp_path)
+    with Replay(url, judge) as replay:
+        replay.send(seed, PREFIX_END, START + 7 * DAY)
+        replay.flush()
+        alerts = replay.alerts()
+        clusters = replay.get("/api/v1/clusters", limit=1000)["items"]
+    assert [(a["kind"], a["rule"], a["started_at"], a["summary"]) for a in alerts] == []
+    assert clusters, "the miner saw the steady tool errors"
