@@ -127,13 +127,15 @@ def first(alerts: list[dict[str, Any]], kind: str, **fields: Any) -> dict[str, A
 
 
 def delay_min(alert: dict[str, Any]) -> float:
-    return (rfc3339_ns(alert["started_at"]) - INCIDENT) / MINUTE
+    delay = (rfc3339_ns(alert["started_at"]) - INCIDENT) / MINUTE
+    print(f"{alert['kind']} {alert['rule']} {alert['severity']} {alert['labels']}: {delay:.0f} min after the incident")
+    return delay
 
 
 def quiet_before(alerts: list[dict[str, Any]]) -> None:
-    early = [(a["kind"], a["rule"], a["started_at"], a["summary"]) for a in alerts
-             if rfc3339_ns(a["started_at"]) < INCIDENT]
-    assert early == [], f"alerts fired on steady traffic: {early}"
+    early = "\n".join(f'{a["kind"]} {a["rule"]} {a["started_at"]} {a["labels"]} {a["summary"]}' for a in alerts
+                      if rfc3339_ns(a["started_at"]) < INCIDENT)
+    assert not early, f"alerts fired on steady traffic:\n{early}"
 
 
 SEEDS = [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)]
@@ -173,11 +175,25 @@ def test_new_agent_version_fires_drift_naming_it_within_2_hours(prefixes: Prefix
 @pytest.mark.parametrize("seed", SEEDS)
 def test_slow_intent_burns_the_latency_slo_within_30_minutes(prefixes: Prefixes, judge: FakeJudgeServer,
                                                              tmp_path: Path, seed: int) -> None:
-    alerts = run_incident(prefixes, judge, tmp_path, seed, [SlowIntent(INCIDENT, intent="refund")])
+    seen: dict[str, Any] = {}
+
+    def surfaces(replay: Replay) -> None:
+        seen["slos"] = replay.get("/api/v1/slos")["items"]
+        seen["metrics"] = httpx.get(replay.url + "/metrics", timeout=30).text
+
+    alerts = run_incident(prefixes, judge, tmp_path, seed, [SlowIntent(INCIDENT, intent="refund")], after=surfaces)
     quiet_before(alerts)
     alert = first(alerts, "burn_rate", rule="slo:response-time")
-    assert alert["labels"]["intent"] == "refund" and alert["severity"] == "page"
+    assert alert["labels"]["intent"] == "refund" and alert["severity"] == "page" and alert["session_ids"]
+    assert alert["owner"] == "support-oncall" and alert["figures"]["slice_value"] > 8500
     assert delay_min(alert) <= 30, alert
+    # The SLO's state and the alert are on the API and in /metrics.
+    refund = [s for s in seen["slos"] if s["name"] == "response-time" and s["labels"]["intent"] == "refund"]
+    assert refund and refund[0]["burn_rates"]["1h"] > 14.4 and refund[0]["error_budget_left"] < 1
+    billing = [s for s in seen["slos"] if s["name"] == "response-time" and s["labels"]["intent"] == "billing"]
+    assert billing and billing[0]["burn_rates"]["1h"] == 0
+    assert 'agentwatch_alerts_firing{kind="burn_rate",severity="page"} 1.0' in seen["metrics"]
+    assert 'agentwatch_slo_burn_rate{' in seen["metrics"] and 'agentwatch_scores_total{' in seen["metrics"]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -248,5 +264,7 @@ def test_seven_steady_days_fire_no_alert(prefixes: Prefixes, judge: FakeJudgeSer
         replay.flush()
         alerts = replay.alerts()
         clusters = replay.get("/api/v1/clusters", limit=1000)["items"]
-    assert [(a["kind"], a["rule"], a["started_at"], a["summary"]) for a in alerts] == []
+    fired = "\n".join(f'{a["kind"]} {a["rule"]} {a["severity"]} {a["started_at"]} {a["labels"]} {a["summary"]}'
+                      for a in alerts)
+    assert not alerts, f"steady traffic fired:\n{fired}"
     assert clusters, "the miner saw the steady tool errors"

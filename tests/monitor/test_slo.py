@@ -458,3 +458,46 @@ def test_windows_of_hours_and_days_read_hourly_buckets_not_sessions(db: tuple[St
     # Nothing fires, and neither status nor the check read a session or a score.
     for statement in statements:
         assert not re.search(r"\b(sessions|scores|spans)\b", statement), statement
+
+
+def test_a_quantile_slo_pages_when_one_intents_p75_doubles_and_not_on_steady_tails(db: tuple[Store, int],
+                                                                                   tmp_path: Path) -> None:
+    """p75 of the agent's work per intent in 30-minute slices: steady traffic with a slow tail stays quiet; when
+    refund's latencies double its slices go bad and the SLO pages; billing is untouched."""
+    store, pid = db
+    (spec,) = spec_of("""\
+        slos:
+          - {name: response-time, layer: system, metric: work_ms, quantile: 0.75, threshold: 8500, window: 30m,
+             min_n: 10, group_by: [intent]}
+        """, tmp_path)
+    assert spec.kind == "quantile" and spec.sliced and spec.budget == pytest.approx(0.01)
+    start_slow = 120  # minute at which refund's latencies double
+    sessions = []
+    for minute in range(180):
+        for k, intent in enumerate(("refund", "billing")):
+            # 1 in 20 sessions hits a 10 s timeout (the steady tail); the rest take 3-6 s.
+            work = 14000.0 if (minute + k) % 20 == 0 else 3000.0 + 100 * ((minute * 7 + k) % 30)
+            if intent == "refund" and minute >= start_slow:
+                work *= 2
+            sessions.append(session(T0 + minute * MIN + 30 * S, work, intent=intent))
+    record(store, pid, [spec], sessions, sketches=True)
+    seen = {minute: run_check(store, pid, [spec], T0 + minute * MIN) for minute in range(35, 180, 5)}
+    quiet = [(m, c.labels, c.severity) for m, found in seen.items() if m <= start_slow for c in found]
+    assert quiet == []
+    pages = [m for m, found in seen.items() for c in found if c.severity == "page"]
+    assert pages and start_slow < pages[0] <= start_slow + 30, pages
+    paged = [c for c in seen[pages[0]] if c.severity == "page"]
+    assert [c.labels["intent"] for c in paged] == ["refund"]
+    assert paged[0].dimension == "work_ms" and paged[0].figures["slice_value"] > 8500
+    assert paged[0].summary.startswith("response-time: p75 work_ms"), paged[0].summary
+    with store.engine.connect() as conn:
+        (status, *_) = [r for r in slo.status(conn, pid, T0 + 180 * MIN, [spec]) if r["labels"]["intent"] == "refund"]
+    assert status["time_slices"] is True and status["quantiles"]["p50"] is not None
+
+
+def test_a_quantile_slo_rejects_an_objective_and_unsketched_metrics(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="slices"):
+        spec_of("slos:\n  - {name: a, layer: system, metric: work_ms, quantile: 0.9, threshold: 1, objective: 0.9}\n",
+                tmp_path)
+    with pytest.raises(ConfigError, match="sketches"):
+        spec_of("slos:\n  - {name: a, layer: system, metric: latency_ms, quantile: 0.9, threshold: 1}\n", tmp_path)

@@ -142,8 +142,15 @@ def reconcile(conn: Connection, project_id: int, tick_ns: int, candidates: Itera
                 "trace_ids": _union(existing["trace_ids"] or [], c.trace_ids),
                 "updated_at": now,
             }
+            escalated = c.severity == "page" and existing["severity"] != "page"
+            if escalated:
+                # A ticket that became a page (a sampled rare event confirmed by a label, a calibration whose
+                # bound fell below the floor) is sent again as a page.
+                values.update(severity="page", notified_at=None)
             conn.execute(update(m.alerts).where(a.id == existing["id"]).values(**values))
             existing.update(values)
+            if escalated:
+                events.append(AlertEvent("trigger", alert_dict(existing, public_url)))
             continue
         row: dict[str, Any] = {
             "project_id": project_id, "dedup_key": key, "kind": c.kind, "rule": c.rule, "dimension": c.dimension,

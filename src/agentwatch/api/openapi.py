@@ -21,6 +21,7 @@ _SESSION = {
         "duration_ms": {"type": "number"}, "turns": {"type": "integer"}, "spans": {"type": "integer"},
         "llm_calls": {"type": "integer"}, "tool_calls": {"type": "integer"}, "tool_errors": {"type": "integer"},
         "tokens_in": {"type": "integer"}, "tokens_out": {"type": "integer"}, "cost_usd": {"type": "number"},
+        "work_ms": {"type": "number", "description": "Summed model, tool, retrieval and embedding span durations"},
         "error": {"type": "boolean"}, "flagged": {"type": "boolean"}, "sampled": {"type": "boolean"},
         "complete": {"type": "boolean"}, "trace_ids": {"type": "array", "items": {"type": "string"}},
     },

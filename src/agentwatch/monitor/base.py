@@ -108,6 +108,8 @@ def _names(section: Mapping[str, Any], key: str, where: str, dotted: str) -> tup
 @dataclass(frozen=True)
 class DriftConfig:
     window_s: float = 3600.0
+    #: A new agent version's window: every session it has had, up to this long.
+    new_version_window_s: float = 6 * 3600.0
     baseline_s: float = 7 * 86400.0
     #: Fire when z < -z_threshold ...
     z_threshold: float = 4.0
@@ -133,8 +135,9 @@ class ClusterConfig:
     min_count: float = 5.0
     min_sessions: int = 3
     min_users: int = 2
-    #: A known template surges when P(X >= c | baseline rate) is below this.
+    #: A known template surges when P(X >= c | baseline rate) is below this, with c at least surge_min_count.
     surge_p: float = 1e-4
+    surge_min_count: float = 10.0
     similarity: float = 0.5
     warmup_s: float = 86400.0
 
@@ -205,11 +208,13 @@ class MonitorConfig:
                                       f"setting (known: {', '.join(sorted(keys))})")
             return value
 
-        d = sub("drift", {"window", "baseline", "z", "min_n", "min_effect", "for", "warmup", "cusum_k", "cusum_h",
+        d = sub("drift", {"window", "new_version_window", "baseline", "z", "min_n", "min_effect", "for", "warmup",
+                          "cusum_k", "cusum_h",
                           "min_baseline_n", "statistic"})
         w = "alerts.drift"
         drift = DriftConfig(
             window_s=_duration(d, "window", 3600.0, where, w),
+            new_version_window_s=_duration(d, "new_version_window", 6 * 3600.0, where, w),
             baseline_s=_duration(d, "baseline", 7 * 86400.0, where, w),
             z_threshold=_number(d, "z", 4.0, where, w), min_n=_number(d, "min_n", 20.0, where, w, low=1),
             min_effect=_number(d, "min_effect", 0.05, where, w, high=1), hold_s=_duration(d, "for", 900.0, where, w),
@@ -217,7 +222,8 @@ class MonitorConfig:
             cusum_h=_number(d, "cusum_h", 8.0, where, w, low=0.1),
             min_baseline_n=_number(d, "min_baseline_n", 200.0, where, w),
             statistic=_choice(d, "statistic", ("auto", "mean", "pass_rate"), where, w))
-        c = sub("clusters", {"window", "baseline", "min_count", "min_sessions", "min_users", "surge_p", "similarity",
+        c = sub("clusters", {"window", "baseline", "min_count", "min_sessions", "min_users", "surge_p",
+                             "surge_min_count", "similarity",
                              "warmup"})
         w = "alerts.clusters"
         clusters = ClusterConfig(
@@ -227,6 +233,7 @@ class MonitorConfig:
             min_sessions=int(_number(c, "min_sessions", 3, where, w, low=1)),
             min_users=int(_number(c, "min_users", 2, where, w, low=1)),
             surge_p=_number(c, "surge_p", 1e-4, where, w, high=1),
+            surge_min_count=_number(c, "surge_min_count", 10.0, where, w, low=1),
             similarity=_number(c, "similarity", 0.5, where, w, low=0.01, high=1),
             warmup_s=_duration(c, "warmup", 86400.0, where, w))
         r = sub("rare_events", {"window"})

@@ -76,7 +76,7 @@ class Monitor:
         oldest = conn.execute(
             select(func.min(s.end_ns)).select_from(
                 m.eval_jobs.join(m.sessions, (s.project_id == j.project_id) & (s.session_id == j.session_id)))
-            .where(j.project_id == project_id, j.created_at > utcnow() - STALLED_JOB)).scalar()
+            .where(j.project_id == project_id, j.reason == "complete", j.created_at > utcnow() - STALLED_JOB)).scalar()
         if oldest is not None:
             ready = min(ready, int(oldest))
         return ready
@@ -187,10 +187,13 @@ class Monitor:
     def _reconcile(self, conn: Connection, project_id: int, tick: int, candidates: list[Candidate],
                    checked: set[tuple[str, str]], firing: dict[tuple[str, str], set[str]]) -> None:
         a = m.alerts.c
+        # Inhibitors: those holding now, and firing ones whose rule was not checked at this tick (one that was
+        # checked and no longer holds is resolved by this very reconcile).
         inhibitors = {c.evaluator for c in candidates if c.kind in INHIBITING and c.evaluator}
         inhibitors |= {row[0] for row in conn.execute(
-            select(a.evaluator).where(a.project_id == project_id, a.state == "firing", a.kind.in_(INHIBITING),
-                                      a.evaluator != ""))}
+            select(a.evaluator, a.kind, a.rule).where(a.project_id == project_id, a.state == "firing",
+                                                      a.kind.in_(INHIBITING), a.evaluator != ""))
+                       if (row[1], row[2]) not in checked}
         kept: list[Candidate] = []
         keep_keys: set[str] = set()
         for candidate in candidates:

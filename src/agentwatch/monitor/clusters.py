@@ -17,6 +17,7 @@ under its 7-day baseline rate: P(X >= c | (c_b + 0.5) / T_b) < ``surge_p``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +58,10 @@ class Occurrence:
 
 
 def _prefix(source: str, subject: str) -> str:
-    return f"{source} {_SPACE.sub('_', subject or '-')}"
+    """One token standing for the source and subject: letters only, so masks and splitting never touch it
+    and subjects that differ only in digits (search_v1, search_v2) stay apart."""
+    digest = hashlib.sha256(f"{source}\x1f{subject}".encode()).digest()[:12]
+    return "s" + "".join(chr(ord("a") + b % 26) for b in digest)
 
 
 def lead(reason: str) -> str:
@@ -146,8 +150,7 @@ class Miner:
         for occ in found:
             prefix = _prefix(occ.source, occ.subject)
             cluster, change = drain.add(f"{prefix} {occ.message}")
-            # The prefix is masked and split like the message: drop its tokens, not its characters.
-            template = " ".join(cluster.tokens[len(drain.tokenize(prefix)):])
+            template = " ".join(cluster.tokens[1:])  # without the source-and-subject token
             if change == "created":
                 row_id = conn.execute(insert(m.failure_templates).values(
                     project_id=project_id, source=occ.source, subject=occ.subject, template=template,
@@ -174,9 +177,9 @@ def check(conn: Connection, project_id: int, tick_ns: int, config: ClusterConfig
     window_start = tick_ns - int(config.window_s * _NS)
     rows = conn.execute(
         select(h.template_id, func.count(), func.sum(h.weight), func.count(h.session_id.distinct()),
-               func.count(h.user_id.distinct()), func.min(h.service))
+               func.count(h.user_id.distinct()), h.service)
         .where(h.project_id == project_id, h.event_ns >= window_start, h.event_ns < tick_ns)
-        .group_by(h.template_id).order_by(h.template_id)).all()
+        .group_by(h.template_id, h.service).order_by(h.template_id, h.service)).all()
     out: list[Candidate] = []
     for template_id, count, weighted, sessions, users, service in rows:
         if (service or "") not in warm or float(weighted) < config.min_count or sessions < config.min_sessions or (
@@ -186,7 +189,7 @@ def check(conn: Connection, project_id: int, tick_ns: int, config: ClusterConfig
                                 .where(t.id == template_id)).one()
         baseline_start = window_start - int(config.baseline_s * _NS)
         baseline_count = conn.execute(
-            select(func.count()).where(h.project_id == project_id, h.template_id == template_id,
+            select(func.count()).where(h.project_id == project_id, h.template_id == template_id, h.service == service,
                                        h.event_ns >= baseline_start, h.event_ns < window_start)).scalar_one()
         novel = not template.baseline and template.first_seen_ns >= tick_ns - NOVELTY_NS
         figures: dict[str, Any] = {"observed": float(weighted), "n": int(count), "sessions": int(sessions),
@@ -214,7 +217,7 @@ def check(conn: Connection, project_id: int, tick_ns: int, config: ClusterConfig
                 continue
             expected = (baseline_count + 0.5) * window_sessions / baseline_sessions
             p = poisson_sf(int(count), expected)
-            if p >= config.surge_p:
+            if p >= config.surge_p or count < config.surge_min_count:
                 continue
             rule = "surge"
             figures.update({"expected": round(expected, 4), "p_value": p})
@@ -223,7 +226,8 @@ def check(conn: Connection, project_id: int, tick_ns: int, config: ClusterConfig
                        "traffic")
         examples = conn.execute(
             select(h.session_id, h.trace_id).where(h.project_id == project_id, h.template_id == template_id,
-                                                   h.event_ns >= window_start, h.event_ns < tick_ns)
+                                                   h.service == service, h.event_ns >= window_start,
+                                                   h.event_ns < tick_ns)
             .order_by(h.event_ns, h.id).limit(200)).all()
         session_ids = list(dict.fromkeys(r.session_id for r in examples))[:MAX_EXAMPLES]
         trace_ids = list(dict.fromkeys(r.trace_id for r in examples if r.trace_id))[:MAX_EXAMPLES]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 from sqlalchemy import Connection
@@ -57,11 +58,39 @@ def mean_of(totals: Totals, stat: str) -> float:
     return totals.weighted_sum / totals.weighted_count
 
 
+def scored(totals: Totals) -> float:
+    """Sessions with a score: evaluation errors count in the buckets but carry no score."""
+    return max(totals.count - totals.errors, 0.0)
+
+
 def variance_of(totals: Totals, stat: str) -> float:
+    """The statistic's variance, floored so that a flawless baseline (a week of passes) still has one."""
     if stat == "pass_rate":
-        p = mean_of(totals, stat)
+        n = scored(totals)
+        failures = totals.failures
+        p = (failures + 0.5) / (n + 1)  # never 0 or 1: a rule that never failed can still fail
         return p * (1 - p)
-    return totals.variance or 0.0
+    return max(totals.variance or 0.0, 1e-4)
+
+
+def binomial_z(failures: float, n: float, p: float) -> float:
+    """The normal quantile of the exact binomial tail P(X >= failures | n, p), as a (negative) z.
+
+    For rare failures the normal approximation makes a handful of failures look far more unusual
+    than they are; the exact tail does not.
+    """
+    k, trials = int(round(failures)), int(round(n))
+    if trials <= 0 or k <= trials * p:
+        return 0.0
+    p = min(max(p, 1e-9), 1 - 1e-9)
+    log_q, log_p = math.log1p(-p), math.log(p)
+    # Sum P(X = i) for i >= k in log space.
+    terms = [math.lgamma(trials + 1) - math.lgamma(i + 1) - math.lgamma(trials - i + 1) + i * log_p
+             + (trials - i) * log_q for i in range(k, trials + 1)]
+    top = max(terms)
+    tail = math.exp(top) * sum(math.exp(t - top) for t in terms)
+    tail = min(max(tail, 1e-300), 0.5)
+    return NormalDist().inv_cdf(tail)
 
 
 def _pool(groups: dict[tuple[str, ...], Totals], *, by_intent: bool) -> dict[tuple[str, ...], Totals]:
@@ -81,12 +110,11 @@ def _baseline(hours: dict[int, Totals], stat: str, versions: frozenset[str]) -> 
         return None
     mean, variance = mean_of(total, stat), variance_of(total, stat)
     phi = 1.0
-    if variance > 0:
-        terms = [h.count * (mean_of(h, stat) - mean) ** 2 / variance
-                 for h in hours.values() if h.count >= 5 and h.weighted_count]
-        if terms:
-            phi = max(1.0, sum(terms) / len(terms))
-    return Baseline(mean, variance, total.count, phi, len(hours), versions)
+    terms = [scored(h) * (mean_of(h, stat) - mean) ** 2 / variance
+             for h in hours.values() if scored(h) >= 5 and h.weighted_count]
+    if terms:
+        phi = max(1.0, sum(terms) / len(terms))
+    return Baseline(mean, variance, scored(total), phi, len(hours), versions)
 
 
 class DriftDetector:
@@ -94,7 +122,7 @@ class DriftDetector:
 
     def __init__(self, config: DriftConfig) -> None:
         self.config = config
-        self._raw: dict[tuple[str, int], dict[BaselineKey, dict[str, dict[int, Totals]]]] = {}
+        self._raw: dict[tuple[int, str, int], dict[BaselineKey, dict[str, dict[int, Totals]]]] = {}
         self._baselines: dict[tuple[Any, ...], Baseline | None] = {}
 
     def _hours(self, conn: Connection, project_id: int, dimension: str, until_ns: int
@@ -102,19 +130,21 @@ class DriftDetector:
         """The whole hours of [until - baseline, until) per service, intent (and pooled), evaluator version
         and agent version; cached for the hour."""
         hour_end = until_ns - until_ns % HOUR_NS
-        cache_key = (dimension, hour_end)
+        cache_key = (project_id, dimension, hour_end)
         cached = self._raw.get(cache_key)
         if cached is not None:
             return cached
         since = hour_end - int(self.config.baseline_s * _NS)
-        hourly = rollups.hourly_totals(conn, project_id, dimension, since_ns=since, until_ns=hour_end)
         raw: dict[BaselineKey, dict[str, dict[int, Totals]]] = {}
-        for (service, agent_version, intent, ev), hours in hourly.items():
-            for pooled_intent in (intent, ""):
-                into = raw.setdefault((service, pooled_intent, ev), {}).setdefault(agent_version, {})
-                for hour, value in hours.items():
-                    into[hour] = into[hour] + value if hour in into else value
-        for stale in [k for k in self._raw if k[0] == dimension and k[1] < hour_end]:
+        # A new evaluator version's shadow scores of the past sessions are its baseline from the start.
+        for series in (dimension, rollups.SHADOW_PREFIX + dimension):
+            hourly = rollups.hourly_totals(conn, project_id, series, since_ns=since, until_ns=hour_end)
+            for (service, agent_version, intent, ev), hours in hourly.items():
+                for pooled_intent in {intent, ""}:
+                    into = raw.setdefault((service, pooled_intent, ev), {}).setdefault(agent_version, {})
+                    for hour, value in hours.items():
+                        into[hour] = into[hour] + value if hour in into else value
+        for stale in [k for k in self._raw if k[:2] == (project_id, dimension) and k[2] < hour_end]:
             del self._raw[stale]
         self._raw[cache_key] = raw
         self._baselines.clear()
@@ -132,11 +162,11 @@ class DriftDetector:
         if not raw:
             return None, agent_version not in (raw or {})
         own = raw.get(agent_version, {})
-        own_count = sum(t.count for t in own.values())
+        own_count = sum(scored(t) for t in own.values())
         established = (own_count >= self.config.min_baseline_n and own
                        and (until_ns - until_ns % HOUR_NS) - min(own) >= int(self.config.warmup_s * _NS))
         versions = [agent_version] if established else [v for v in raw if v != agent_version]
-        memo = (dimension, stat, key, tuple(sorted(versions)))
+        memo = (project_id, dimension, stat, key, tuple(sorted(versions)))
         if memo not in self._baselines:
             hours: dict[int, Totals] = {}
             for version in versions:
@@ -161,7 +191,8 @@ class DriftDetector:
         stat = statistic(spec, cfg.statistic)
         # A pass rate is always higher-is-better; a mean score follows the evaluator's direction.
         sign = 1.0 if stat == "pass_rate" or spec.direction == "higher_is_better" else -1.0
-        hold: dict[str, int] = state.setdefault("hold", {})
+        #: dedup key -> [dimension, first tick the condition held]
+        hold: dict[str, list[Any]] = state.setdefault("holds", {})
         out: list[Candidate] = []
         seen: set[str] = set()
         for (service, agent_version, intent, ev), window in sorted(windows.items()):
@@ -169,12 +200,28 @@ class DriftDetector:
                 continue
             base, new_version = self.baseline(conn, project_id, spec.name, window_start, stat, (service, intent, ev),
                                               agent_version)
-            if base is None or base.n < cfg.min_baseline_n or base.variance <= 0:
+            window_s = cfg.window_s
+            if new_version and cfg.new_version_window_s > cfg.window_s:
+                # A new agent version is judged on all its sessions so far (up to new_version_window), as a
+                # canary is: its sessions did not exist before it appeared.
+                window_s = cfg.new_version_window_s
+                labels = {"service": service, "agent_version": agent_version, "evaluator_version": ev}
+                if intent:
+                    labels["intent"] = intent
+                window = rollups.totals(conn, project_id, spec.name, since_ns=tick_ns - int(window_s * _NS),
+                                        until_ns=tick_ns, **labels)
+            n = scored(window)
+            if base is None or base.n < cfg.min_baseline_n or n <= 0:
                 continue
             mean = mean_of(window, stat)
-            n = window.count
-            se = math.sqrt(base.phi * base.variance / n + base.variance / base.n)
-            z = (mean - base.mean) / se
+            inflation = base.phi + n / base.n  # over-dispersion and the baseline's own uncertainty
+            if stat == "pass_rate":
+                # The baseline's failure rate, floored like its variance: after a flawless week one failure is
+                # not a page.
+                fail_rate = max(1.0 - base.mean, 0.5 / (base.n + 1))
+                z = binomial_z(window.failures, n, fail_rate) / math.sqrt(inflation)
+            else:
+                z = (mean - base.mean) / math.sqrt(base.variance * inflation / n)
             drop = sign * (base.mean - mean)
             candidate = Candidate(
                 kind="drift", rule="z", severity="page", dimension=spec.name, evaluator=spec.name,
@@ -187,22 +234,22 @@ class DriftDetector:
             if not holds:
                 hold.pop(key, None)
                 continue
-            first = hold.setdefault(key, tick_ns)
+            first = int(hold.setdefault(key, [spec.name, tick_ns])[1])
             if key not in firing and tick_ns - first < int(cfg.hold_s * _NS):
                 continue
             compared = "earlier agent versions" if new_version else "the 7 days before"
             where = " ".join(p for p in (service, agent_version, intent and f"intent={intent}") if p)
             what = "pass rate" if stat == "pass_rate" else "mean score"
             candidate.summary = (
-                f"{spec.name}@{ev[:8]} {what} {mean:.3f} over the last {cfg.window_s / 3600:g}h for {where} vs "
+                f"{spec.name}@{ev[:8]} {what} {mean:.3f} over the last {window_s / 3600:g}h for {where} vs "
                 f"{base.mean:.3f} in {compared} (z={z:.1f}, n={n:.0f})")
             candidate.figures = {
                 "observed": round(mean, 6), "baseline": round(base.mean, 6), "z": round(z, 3), "n": n,
                 "baseline_n": base.n, "phi": round(base.phi, 3), "effect": round(-drop, 6),
-                "window_s": cfg.window_s, "new_agent_version": new_version, "statistic": stat,
+                "window_s": window_s, "new_agent_version": new_version, "statistic": stat,
                 "cause": "agent" if new_version else "unknown"}
             out.append(candidate)
-        for key in [k for k in hold if k.startswith("drift:z:" + spec.name + ":") and k not in seen]:
+        for key in [k for k, (dimension, _) in hold.items() if dimension == spec.name and k not in seen]:
             del hold[key]
         return out, groups  # type: ignore[return-value]
 
@@ -218,13 +265,13 @@ class DriftDetector:
         sign = 1.0 if stat == "pass_rate" or spec.direction == "higher_is_better" else -1.0
         out: list[Candidate] = []
         for (service, agent_version, _, ev), window in sorted(pooled.items()):
-            if service not in warm or window.count < cfg.min_n or not window.weighted_count:
+            if service not in warm or scored(window) < cfg.min_n or not window.weighted_count:
                 continue
             base, _ = self.baseline(conn, project_id, spec.name, hour_start, stat, (service, "", ev), agent_version)
             if base is None or base.n < cfg.min_baseline_n or base.variance <= 0:
                 continue
             mean = mean_of(window, stat)
-            x = sign * (mean - base.mean) / math.sqrt(base.variance * base.phi / window.count)
+            x = sign * (mean - base.mean) / math.sqrt(base.variance * base.phi / scored(window))
             candidate = Candidate(
                 kind="drift", rule="cusum", severity="ticket", dimension=spec.name, evaluator=spec.name,
                 evaluator_version=ev, labels={"service": service, "agent_version": agent_version},
@@ -241,6 +288,6 @@ class DriftDetector:
                     f"> {cfg.cusum_h:g} (last hour mean {mean:.3f} vs baseline {base.mean:.3f})")
                 candidate.figures = {"observed": round(mean, 6), "baseline": round(base.mean, 6),
                                      "cusum": round(total, 3), "h": cfg.cusum_h, "k": cfg.cusum_k,
-                                     "n": window.count, "phi": round(base.phi, 3)}
+                                     "n": scored(window), "phi": round(base.phi, 3)}
                 out.append(candidate)
         return out

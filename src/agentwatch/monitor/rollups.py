@@ -28,6 +28,9 @@ from agentwatch.store import models as m
 MINUTE_NS = 60 * 1_000_000_000
 HOUR_NS = 60 * MINUTE_NS
 SESSION_DIMENSION = "_session"
+#: Shadow scores (a new evaluator version scoring past sessions) go to their own series, ``shadow:<name>``:
+#: drift reads them as the new version's baseline, SLOs never count a session twice.
+SHADOW_PREFIX = "shadow:"
 #: Sketches keep 1% relative accuracy.
 RELATIVE_ACCURACY = 0.01
 _ADDED = ("count", "weighted_count", "weighted_sum", "weighted_sum_sq", "failures", "weighted_failures", "errors")
@@ -76,12 +79,11 @@ def _key(project_id: int, time_ns: int, summary: Mapping[str, Any], dimension: s
 
 def score_deltas(project_id: int, summary: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]
                  ) -> dict[Key, dict[str, float]]:
-    """Bucket increments for score rows of one session (shadow scores are kept out of the series)."""
+    """Bucket increments for score rows of one session (shadow scores in their own ``shadow:`` series)."""
     out: dict[Key, dict[str, float]] = {}
     for row in rows:
-        if row.get("shadow"):
-            continue
-        key = _key(project_id, int(row["event_time_ns"]), summary, row["evaluator"], row["evaluator_version"])
+        dimension = (SHADOW_PREFIX if row.get("shadow") else "") + row["evaluator"]
+        key = _key(project_id, int(row["event_time_ns"]), summary, dimension, row["evaluator_version"])
         delta = out.setdefault(key, dict.fromkeys(_ADDED, 0.0))
         delta["count"] += 1
         if row["status"] != "ok" or row["score"] is None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, Iterable, Mapping
 
 from sqlalchemy import Connection, and_, func, select
@@ -55,6 +56,7 @@ MIN_PERIOD_S = 3 * 86400.0
 DEFAULT_SLICE_WINDOW_S = 3600.0
 DEFAULT_MIN_N = 20.0
 DEFAULT_SLICES = 0.99
+DEFAULT_EVIDENCE = 0.95
 #: A page needs at least this many weighted bad events in its long window (the min-count gate) ...
 MIN_BAD_EVENTS = 3.0
 #: ... or, for a time-slice SLO, this many bad slices.
@@ -127,6 +129,8 @@ class SloSpec:
     window_s: float = DEFAULT_SLICE_WINDOW_S
     min_n: float = DEFAULT_MIN_N
     slices: float = DEFAULT_SLICES
+    #: One-sided confidence a slice needs to be bad (its bound beyond the target): 0.95, or 0.99 for many series.
+    evidence: float = DEFAULT_EVIDENCE
     filter: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     group_by: tuple[str, ...] = ()
     period_s: float = DEFAULT_PERIOD_S
@@ -135,6 +139,10 @@ class SloSpec:
     @property
     def rule(self) -> str:
         return f"slo:{self.name}"
+
+    @property
+    def evidence_z(self) -> float:
+        return NormalDist().inv_cdf(self.evidence)
 
     @property
     def kind(self) -> str:
@@ -194,7 +202,7 @@ class SloSpec:
 # -- configuration ----------------------------------------------------------
 
 _COMMON = {"name", "layer", "filter", "group_by", "period", "owner"}
-_SLICE_KEYS = {"window", "min_n", "slices"}
+_SLICE_KEYS = {"window", "min_n", "slices", "evidence"}
 _KEYS = {
     "system": _COMMON | _SLICE_KEYS | {"metric", "threshold", "objective", "quantile"},
     "objective": _COMMON | _SLICE_KEYS | {"evaluator", "mean_at_least", "failure_ratio_below", "objective"},
@@ -312,7 +320,8 @@ def _spec(where: str, index: int, entry: Any, sections: Mapping[str, Any], catal
             fields.update(metric=metric, threshold=number("threshold"), quantile=share("quantile", required=True),
                           window_s=duration("window", DEFAULT_SLICE_WINDOW_S),
                           min_n=number("min_n", DEFAULT_MIN_N, low=1.0),
-                          slices=share("slices", default=DEFAULT_SLICES))
+                          slices=share("slices", default=DEFAULT_SLICES),
+                          evidence=share("evidence", default=DEFAULT_EVIDENCE))
             return SloSpec(**fields)
         given = sorted(_SLICE_KEYS & set(entry))
         if given:
@@ -360,7 +369,8 @@ def _spec(where: str, index: int, entry: Any, sections: Mapping[str, Any], catal
         fields["objective"] = 1.0 - fields["limit"]
     fields.update(window_s=duration("window", DEFAULT_SLICE_WINDOW_S),
                   min_n=number("min_n", DEFAULT_MIN_N, low=1.0),
-                  slices=share("slices", default=DEFAULT_SLICES))
+                  slices=share("slices", default=DEFAULT_SLICES),
+                  evidence=share("evidence", default=DEFAULT_EVIDENCE))
     spec = SloSpec(**fields)
     if not spec.sliced:
         given_slice_keys = sorted(_SLICE_KEYS & set(entry))
@@ -562,7 +572,7 @@ class _Reader:
                 mean, variance = t.mean, t.variance
                 if mean is None or variance is None:
                     continue
-                upper = mean + Z_ONE_SIDED_95 * math.sqrt(variance / n) if n > 0 else mean
+                upper = mean + spec.evidence_z * math.sqrt(variance / n) if n > 0 else mean
                 out[key] = SliceValue(mean, n, n >= spec.min_n, upper < float(spec.mean_at_least or 0.0))
             elif t.failure_ratio is not None:
                 out[key] = _ratio_slice(spec, t.failure_ratio, n)
@@ -590,7 +600,7 @@ def wilson_lower(ratio: float, n: float, z: float = Z_ONE_SIDED_95) -> float:
 
 
 def _ratio_slice(spec: SloSpec, ratio: float, n: float) -> SliceValue:
-    return SliceValue(ratio, n, n >= spec.min_n, wilson_lower(ratio, n) > float(spec.limit or 0.0))
+    return SliceValue(ratio, n, n >= spec.min_n, wilson_lower(ratio, n, spec.evidence_z) > float(spec.limit or 0.0))
 
 
 def _sketch_quantiles(conn: Connection, project_id: int, spec: SloSpec, since_ns: int, until_ns: int

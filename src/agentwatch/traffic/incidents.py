@@ -44,8 +44,8 @@ STEADY_GOAL_FAILURE: dict[str, float] = {
     "plan_change": 0.036, "policy_question": 0.0,
 }
 #: Sessions with an unsupported claim per unit of ``Rates.unsupported_claim`` near 9% per answer
-#: (measured over 2 days at 120/h: 2.6% per answer gives 3.0% of sessions, 9.1% gives 11.2%).
-_CLAIM_SESSIONS_PER_ANSWER_RATE = 1.23
+#: (measured at 120/h: 2.6% per answer gives 3.0% of sessions; 8.5% gives 9-11% over a day, by seed).
+_CLAIM_SESSIONS_PER_ANSWER_RATE = 1.17
 _INTENT_NAMES = frozenset(name for name, _ in INTENTS)
 #: The tools each intent's sessions may call.
 TOOLS_OF_INTENT: dict[str, frozenset[str]] = {
