@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 from collections.abc import Sequence
@@ -190,13 +191,23 @@ def test_goal_failures_adds_its_increase_to_the_steady_rate_or_takes_a_rate() ->
     assert steady.target == pytest.approx(STEADY_GOAL_FAILURE["plan_change"] + 0.25)
     assert GoalFailures(AT, intent="refund", increase=0.1).target == pytest.approx(STEADY_GOAL_FAILURE["refund"] + 0.1)
     assert GoalFailures(AT, intent="refund", rate=0.35).target == 0.35
-    conditions = Generator(1, START).conditions
-    for incident in (steady, GoalFailures(AT, intent="plan_change", rate=0.35)):
-        give_up = incident.adjust(conditions, start_ns=AT, intent="plan_change").give_up
-        base = STEADY_GOAL_FAILURE["plan_change"]
-        assert give_up + (1 - give_up) * base == pytest.approx(incident.target)  # giving up, or a steady failure
+    generator = Generator(1, START)
+    conditions = generator.conditions
+    base = STEADY_GOAL_FAILURE["plan_change"]
+    for unbound in (steady, GoalFailures(AT, intent="plan_change", rate=0.35)):
+        assert unbound.give_up + (1 - unbound.give_up) * base == pytest.approx(unbound.target)  # give up, or fail
+        incident = unbound.bind(generator)
+        # Error diffusion over the intent's sessions in arrival order: the share that gives up is exact.
+        planned = itertools.takewhile(lambda p: p[1] < AT + 86400 * 10**9, generator.planned())
+        day = [start for _, start, intent in planned if start >= AT and intent == "plan_change"]
+        picked = [start for start in day if start in incident.session_starts]
+        assert abs(len(picked) - incident.give_up * len(day)) <= 1
+        first = min(incident.session_starts)
+        assert incident.adjust(conditions, start_ns=first, intent="plan_change").give_up == 1.0
+        other = next(start for start in day if start not in incident.session_starts)
+        assert incident.adjust(conditions, start_ns=other, intent="plan_change") == conditions
         assert incident.adjust(conditions, start_ns=AT - 1, intent="plan_change") == conditions
-        assert incident.adjust(conditions, start_ns=AT, intent="billing") == conditions
+        assert incident.adjust(conditions, start_ns=first, intent="billing") == conditions
     with pytest.raises(ValueError, match="increase must be in"):
         GoalFailures(AT, increase=0.0)
     with pytest.raises(ValueError, match="increase must be in"):

@@ -84,7 +84,8 @@ def migrate(config: str | None, database_url: str | None) -> None:
 @database_option
 @click.option("--insecure", is_flag=True, help="Listen beyond loopback without API keys.")
 @click.option("--demo", is_flag=True,
-              help="Feed the server with a simulated support agent: the last two hours at once, then live traffic.")
+              help="Feed the server with a simulated support agent: the last 26 hours at once (with a new tool "
+                   "error and an off-policy refund near the end), then live traffic.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(host: str, port: int, grpc_port: int, config: str | None, database_url: str | None, insecure: bool,
@@ -100,6 +101,10 @@ def serve(host: str, port: int, grpc_port: int, config: str | None, database_url
     settings = _settings(config, database_url)
     if demo and "evaluators" not in settings.sections:
         settings = replace(settings, sections={**settings.sections, **DEMO_SECTIONS})
+    if settings.public_url is None:
+        # Alert links point at this server unless a public URL is configured.
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+        settings = replace(settings, public_url=f"http://{shown}:{port}")
     try:
         store = _store(settings)
     except AgentwatchError as exc:

@@ -185,6 +185,11 @@ class GoalFailures(_Timed):
     On the wire: the model answers the first turn without calling any tool, with an apology that the
     system could not be reached ("I'm sorry, I couldn't reach our order system just now..."); the
     needed action tool is never called. Truth: ``goal_failed``.
+
+    The sessions that give up are picked in arrival order by error diffusion (``bind``), not drawn one
+    by one, so the incident has its stated size in every window rather than a binomial draw around it
+    (over 90 minutes of ~20 sessions an hour a draw is often a third smaller). Sessions are bound for
+    ``horizon_s`` after the start (14 days) or up to ``end_ns``.
     """
 
     name: ClassVar[str] = "goal_failures"
@@ -193,6 +198,9 @@ class GoalFailures(_Timed):
     increase: float = 0.25
     #: An absolute failure rate instead of ``STEADY_GOAL_FAILURE[intent] + increase``.
     rate: float | None = None
+    horizon_s: float = 14 * 86400.0
+    #: Start times of the sessions that give up; filled by ``bind``.
+    session_starts: frozenset[int] = dataclasses.field(default=frozenset(), kw_only=True)
 
     def __post_init__(self) -> None:
         if not TOOLS_OF_INTENT.get(self.intent):
@@ -210,13 +218,33 @@ class GoalFailures(_Timed):
         """The failure rate of the intent's sessions while the incident is active."""
         return self.rate if self.rate is not None else STEADY_GOAL_FAILURE[self.intent] + self.increase
 
+    @property
+    def give_up(self) -> float:
+        """Share of the intent's sessions that give up: with the steady failures of the rest, the target."""
+        base = STEADY_GOAL_FAILURE[self.intent]
+        return max(0.0, (self.target - base) / (1 - base))
+
+    def bind(self, generator: Generator) -> GoalFailures:
+        until = self.start_ns + int(self.horizon_s * NS_PER_S)
+        if self.end_ns is not None:
+            until = min(until, self.end_ns)
+        starts: list[int] = []
+        owed = 0.0
+        for _, start_ns, intent in generator.planned():
+            if start_ns >= until:
+                break
+            if start_ns < self.start_ns or intent != self.intent:
+                continue
+            owed += self.give_up
+            if owed >= 0.5:
+                owed -= 1.0
+                starts.append(start_ns)
+        return dataclasses.replace(self, session_starts=frozenset(starts))
+
     def adjust(self, conditions: Conditions, *, start_ns: int, intent: str) -> Conditions:
-        if intent != self.intent or not self.active(start_ns):
+        if intent != self.intent or start_ns not in self.session_starts:
             return conditions
-        base = STEADY_GOAL_FAILURE[intent]
-        # Giving up happens before the first tool call, steady failures after it: together, the target.
-        give_up = max(0.0, (self.target - base) / (1 - base))
-        return dataclasses.replace(conditions, give_up=give_up)
+        return dataclasses.replace(conditions, give_up=1.0)
 
 
 #: Incident names (as ``--incident`` takes them) and how to make one with its defaults from a start time.
