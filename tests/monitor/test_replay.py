@@ -3,8 +3,10 @@
 Each seed's steady prefix (up to 09:30 on day 3, with 20 agreeing human labels
 of the LLM judge) is built once and copied for every test of that seed. The
 incidents start at 10:00 on day 3; delays are ``started_at`` minus that.
-Seed 1 runs in the default suite; seeds 2 to 5 (steady) and 2 to 3
-(incidents) are marked ``slow``, and ``.ci/run`` runs them too.
+Seed 1's incidents run in the default suite; the steady weeks (seeds 1 to 5),
+the incidents of seeds 2 and 3, the repeated replay and the PostgreSQL replay
+are marked ``slow``: ``.ci/run`` runs them after the default suite, on two
+workers (``-n 2 --dist loadgroup``: the tests of one seed share a worker).
 """
 
 from __future__ import annotations
@@ -138,7 +140,13 @@ def quiet_before(alerts: list[dict[str, Any]]) -> None:
     assert not early, f"alerts fired on steady traffic:\n{early}"
 
 
-SEEDS = [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)]
+def seed(number: int, *, slow: bool) -> Any:
+    """A seed's parameter: its tests share a prefix, so under xdist they run on one worker (--dist loadgroup)."""
+    marks = [pytest.mark.xdist_group(f"seed{number}")] + ([pytest.mark.slow] if slow else [])
+    return pytest.param(number, marks=marks, id=str(number))
+
+
+SEEDS = [seed(1, slow=False), seed(2, slow=True), seed(3, slow=True)]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -234,9 +242,11 @@ def test_disagreeing_labels_fire_calibration_within_an_hour_of_the_minimum(
     assert rfc3339_ns(alert["started_at"]) - reached["at"] <= HOUR, alert
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("seed1")
 def test_replaying_the_same_traffic_gives_the_same_alerts(prefixes: Prefixes, judge: FakeJudgeServer,
                                                           tmp_path: Path) -> None:
-    incidents = [NewToolError(INCIDENT), OffPolicyRefund(INCIDENT + 30 * MINUTE)]
+    incidents = [NewToolError(INCIDENT), OffPolicyRefund(INCIDENT + 30 * MINUTE), SlowIntent(INCIDENT)]
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first_run = run_incident(prefixes, judge, tmp_path / "a", 1, incidents)
@@ -245,6 +255,7 @@ def test_replaying_the_same_traffic_gives_the_same_alerts(prefixes: Prefixes, ju
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("postgresql")
 def test_off_policy_refund_on_postgresql(prefixes: Prefixes, judge: FakeJudgeServer, tmp_path: Path) -> None:
     alerts = run_incident(prefixes, judge, tmp_path, 1, [OffPolicyRefund(INCIDENT)], engine="postgresql")
     quiet_before(alerts)
@@ -252,7 +263,7 @@ def test_off_policy_refund_on_postgresql(prefixes: Prefixes, judge: FakeJudgeSer
     assert alert["severity"] == "page" and delay_min(alert) <= 15
 
 
-STEADY_SEEDS = [1, *(pytest.param(seed, marks=pytest.mark.slow) for seed in (2, 3, 4, 5))]
+STEADY_SEEDS = [seed(number, slow=True) for number in (1, 2, 3, 4, 5)]
 
 
 @pytest.mark.parametrize("seed", STEADY_SEEDS)

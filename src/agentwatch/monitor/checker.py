@@ -104,13 +104,19 @@ class Monitor:
                 tick = last_tick + self.interval_ns
                 if tick > ready or ran >= MAX_TICKS_PER_RUN:
                     break
+                # The fast ticks up to the next check interval share one transaction (and one state write).
+                batch_end = min(ready, tick - tick % self.slow_ns + self.slow_ns)
                 try:
                     with self.engine.begin() as conn:
-                        self._tick(conn, project_id, tick, state, has_state=state_row is not None)
+                        has_state = state_row is not None
+                        while tick <= batch_end and ran < MAX_TICKS_PER_RUN:
+                            self._tick(conn, project_id, tick, state)
+                            ran += 1
+                            last_tick, tick = tick, tick + self.interval_ns
+                        self._save(conn, project_id, last_tick, state, has_state=has_state)
                 except Exception:
                     self.miner.forget()
                     raise
-                ran += 1
             self._labels_pass(project_id)
             return ran
 
@@ -133,7 +139,7 @@ class Monitor:
             first_seen.setdefault(service, tick - self.interval_ns)
         return {s for s, t in first_seen.items() if tick - t >= int(warmup_s * _NS)}
 
-    def _tick(self, conn: Connection, project_id: int, tick: int, state: dict[str, Any], *, has_state: bool) -> None:
+    def _tick(self, conn: Connection, project_id: int, tick: int, state: dict[str, Any]) -> None:
         cfg = self.config
         specs = self.specs
         state.setdefault("since", tick - self.interval_ns)
@@ -145,11 +151,16 @@ class Monitor:
         checked: set[tuple[str, str]] = set()
         firing = self._firing(conn, project_id)
         # Every fast tick: what must page within minutes.
-        candidates += clusters.check(conn, project_id, tick, cfg.clusters, cluster_warm)
-        checked |= {("new_cluster", "novel"), ("new_cluster", "surge")}
+        slow = tick % self.slow_ns == 0
+        # Novel templates every minute; surges of known ones (not urgent, and costlier) every check interval.
+        if slow or clusters.has_young_templates(conn, project_id, tick):
+            candidates += clusters.check(conn, project_id, tick, cfg.clusters, cluster_warm, surges=slow)
+        checked.add(("new_cluster", "novel"))
+        if slow:
+            checked.add(("new_cluster", "surge"))
         candidates += events.rare_events(conn, project_id, tick, specs, cfg)
         checked.add(("rare_event", "failure"))
-        if tick % self.slow_ns == 0:
+        if slow:
             # Every check interval: the windowed statistics.
             windows: dict[str, Any] = {}
             for spec in specs:
@@ -174,7 +185,6 @@ class Monitor:
             candidates += events.no_data(conn, project_id, tick, cfg, state.get("since"), state["first_seen"])
             checked |= {("no_data", "service"), ("no_data", "evaluator")}
         self._reconcile(conn, project_id, tick, candidates, checked, firing)
-        self._save(conn, project_id, tick, state, has_state=has_state)
 
     def _firing(self, conn: Connection, project_id: int) -> dict[tuple[str, str], set[str]]:
         a = m.alerts.c

@@ -171,8 +171,16 @@ class Miner:
         return len(hits)
 
 
-def check(conn: Connection, project_id: int, tick_ns: int, config: ClusterConfig, warm: set[str]) -> list[Candidate]:
-    """``new_cluster`` candidates at ``tick_ns`` from the last window's hits."""
+def has_young_templates(conn: Connection, project_id: int, tick_ns: int) -> bool:
+    """Whether any template outside the baseline was first seen within the novelty period (else no novel check)."""
+    t = m.failure_templates.c
+    return conn.execute(select(t.id).where(t.project_id == project_id, t.baseline.is_(False),
+                                           t.first_seen_ns >= tick_ns - NOVELTY_NS).limit(1)).first() is not None
+
+
+def check(conn: Connection, project_id: int, tick_ns: int, config: ClusterConfig, warm: set[str], *,
+          surges: bool = True) -> list[Candidate]:
+    """``new_cluster`` candidates at ``tick_ns`` from the last window's hits (``surges``: known templates too)."""
     h, t = m.template_hits.c, m.failure_templates.c
     window_start = tick_ns - int(config.window_s * _NS)
     rows = conn.execute(
@@ -187,11 +195,13 @@ def check(conn: Connection, project_id: int, tick_ns: int, config: ClusterConfig
             continue
         template = conn.execute(select(t.source, t.subject, t.template, t.first_seen_ns, t.baseline)
                                 .where(t.id == template_id)).one()
+        novel = not template.baseline and template.first_seen_ns >= tick_ns - NOVELTY_NS
+        if not novel and (not surges or count < config.surge_min_count):
+            continue
         baseline_start = window_start - int(config.baseline_s * _NS)
         baseline_count = conn.execute(
             select(func.count()).where(h.project_id == project_id, h.template_id == template_id, h.service == service,
                                        h.event_ns >= baseline_start, h.event_ns < window_start)).scalar_one()
-        novel = not template.baseline and template.first_seen_ns >= tick_ns - NOVELTY_NS
         figures: dict[str, Any] = {"observed": float(weighted), "n": int(count), "sessions": int(sessions),
                                    "users": int(users), "baseline": int(baseline_count),
                                    "template_id": int(template_id),

@@ -545,6 +545,31 @@ class _Reader:
                                spec.group_by, spec.filter)
         return {k: Counts(t.weighted_count, t.weighted_failures, t.count - t.errors) for k, t in found.items()}
 
+    def minute_counts(self, since_ns: int, until_ns: int) -> dict[SeriesKey, list[tuple[int, Counts]]]:
+        """What :meth:`counts` sums, per series and minute bucket of [since, until) (not for templates)."""
+        spec = self.spec
+        filters = {} if spec.sliced else spec.filter
+        equal = {name: values[0] for name, values in filters.items() if len(values) == 1}
+        multi = {name: values for name, values in filters.items() if len(values) > 1}
+        columns = spec.group_by + tuple(name for name in multi if name not in spec.group_by)
+        r = m.rollups.c
+        where = [r.project_id == self.project_id, r.dimension == spec.series_dimension, r.minute_ns >= since_ns,
+                 r.minute_ns < until_ns, *(r[name] == value for name, value in equal.items())]
+        query = (select(*(r[name] for name in columns), r.minute_ns, func.sum(r.weighted_count),
+                        func.sum(r.weighted_failures), func.sum(r.count), func.sum(r.errors))
+                 .where(*where).group_by(*(r[name] for name in columns), r.minute_ns))
+        out: dict[SeriesKey, list[tuple[int, Counts]]] = {}
+        for row in self.conn.execute(query):
+            values = tuple(row)
+            labels = dict(zip(columns, (str(v) for v in values[: len(columns)]), strict=True))
+            if any(labels[name] not in allowed for name, allowed in multi.items()):
+                continue
+            key = tuple(labels[name] for name in spec.group_by)
+            valid, bad, count, errors = (float(v or 0.0) for v in values[len(columns) + 1:])
+            n = count if spec.sliced else count - errors
+            out.setdefault(key, []).append((int(values[len(columns)]), Counts(valid, bad, n)))
+        return out
+
     def template_counts(self, since_ns: int, until_ns: int) -> dict[SeriesKey, Counts]:
         spec = self.spec
         sessions = _series_totals(self.conn, self.project_id, rollups.SESSION_DIMENSION, since_ns, until_ns,
@@ -631,10 +656,33 @@ def _sketch_quantiles(conn: Connection, project_id: int, spec: SloSpec, since_ns
     return out
 
 
+#: Windows up to this long are summed from one read of their minute buckets.
+_MINUTE_WINDOWS_S = 6 * 3600.0
+
+
 def _windows(reader: _Reader, tick_ns: int, seconds: Iterable[float]) -> dict[SeriesKey, dict[float, Counts]]:
-    """Per series, the counts of every window [tick - w, tick)."""
+    """Per series, the counts of every window [tick - w, tick).
+
+    The short windows (up to 6 hours) come from one read of the minute buckets, summed per window here;
+    the longer ones read hours (``rollups.series_totals``)."""
     table: dict[SeriesKey, dict[float, Counts]] = {}
-    for w in seconds:
+    wanted = sorted(set(seconds))
+    short = [w for w in wanted if w <= _MINUTE_WINDOWS_S] if reader.spec.kind != "template" else []
+    if short:
+        per_minute = reader.minute_counts(tick_ns - int(max(short) * NS), tick_ns)
+        for key, minutes in per_minute.items():
+            into = table.setdefault(key, {})
+            for w in short:
+                since = tick_ns - int(w * NS)
+                valid = bad = n = 0.0
+                for minute_ns, counts in minutes:
+                    if minute_ns >= since:
+                        valid, bad, n = valid + counts.valid, bad + counts.bad, n + counts.n
+                if n or valid:
+                    into[w] = Counts(valid, bad, n)
+    for w in wanted:
+        if w in short:
+            continue
         for key, counts in reader.counts(tick_ns - int(w * NS), tick_ns).items():
             table.setdefault(key, {})[w] = counts
     return table
