@@ -91,10 +91,13 @@ def calibration(conn: Connection, project_id: int, tick_ns: int, specs: Iterable
                 config: MonitorConfig) -> list[Candidate]:
     cfg = config.calibration
     owners = {spec.name: spec.owner for spec in specs}
+    if not owners:
+        return []
     lb = m.labels.c
     rows = conn.execute(
         select(lb.evaluator, lb.evaluator_version, lb.verdict, lb.event_time_ns, lb.session_id)
-        .where(lb.project_id == project_id, lb.event_time_ns >= tick_ns - int(cfg.window_s * _NS),
+        .where(lb.project_id == project_id, lb.evaluator.in_(sorted(owners)),
+               lb.event_time_ns >= tick_ns - int(cfg.window_s * _NS),
                lb.event_time_ns < tick_ns, lb.verdict.in_(AGREE + DISAGREE))
         .order_by(lb.evaluator, lb.evaluator_version, lb.event_time_ns, lb.id)).all()
     groups: dict[tuple[str, str], list[Any]] = {}

@@ -912,9 +912,8 @@ def examples(conn: Connection, project_id: int, spec: SloSpec, labels: Mapping[s
         query = query.order_by(c.event_time_ns.desc(), c.session_id).limit(MAX_EXAMPLES * 2)
         session_ids = list(dict.fromkeys(str(row[0]) for row in conn.execute(query)))[:MAX_EXAMPLES]
     if session_ids:
-        sp = m.spans.c
-        query = (select(sp.session_id, sp.trace_id).where(sp.project_id == project_id, sp.session_id.in_(session_ids))
-                 .distinct())
+        ts = m.trace_sessions.c
+        query = select(ts.session_id, ts.trace_id).where(ts.project_id == project_id, ts.session_id.in_(session_ids))
         by_session: dict[str, list[str]] = {}
         for session_id, trace_id in conn.execute(query):
             by_session.setdefault(str(session_id), []).append(str(trace_id))

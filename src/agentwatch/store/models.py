@@ -144,6 +144,9 @@ trace_sessions = Table(
     #: False while no span of the trace has named a session (the trace id stands in).
     Column("explicit", Boolean, nullable=False),
 )
+#: A session's traces (the monitor names them in alerts); trace_id in it so the lookup reads the index only.
+Index("ix_trace_sessions_session", trace_sessions.c.project_id, trace_sessions.c.session_id,
+      trace_sessions.c.trace_id)
 
 sessions = Table(
     "sessions",
