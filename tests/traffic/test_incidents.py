@@ -142,7 +142,7 @@ def test_new_agent_version_switches_the_version_and_raises_unsupported_claims(
 
     assert len(after) > 1500
     assert 0.025 < share(before) < 0.065
-    assert 0.08 < share(after) < 0.12
+    assert 0.075 < share(after) < 0.12  # about 10%, 8-11% by seed and window
 
 
 def _chat_ms(sessions: Sequence[GeneratedSession], intent: str) -> float:

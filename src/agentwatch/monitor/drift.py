@@ -235,7 +235,8 @@ class DriftDetector:
                 hold.pop(key, None)
                 continue
             first = int(hold.setdefault(key, [spec.name, tick_ns])[1])
-            if key not in firing and tick_ns - first < int(cfg.hold_s * _NS):
+            # A new version's window is cumulative (all its sessions so far), so it needs no hold to settle.
+            if key not in firing and not new_version and tick_ns - first < int(cfg.hold_s * _NS):
                 continue
             compared = "earlier agent versions" if new_version else "the 7 days before"
             where = " ".join(p for p in (service, agent_version, intent and f"intent={intent}") if p)

@@ -114,11 +114,13 @@ class Conditions:
 
 @dataclass(frozen=True)
 class ToolFault:
-    """``tool`` fails in ``rate`` of its calls with ``kind`` (status ERROR, never silent)."""
+    """``tool`` fails in ``rate`` of its calls with ``kind`` (status ERROR, never silent); with ``first_only``
+    only the session's first call of it can fail (a retry goes through)."""
 
     tool: str
     rate: float
     kind: ErrorKind
+    first_only: bool = False
 
 
 class Incident(Protocol):
@@ -603,6 +605,8 @@ class _Conversation:
         self.traces: list[TraceBuilder] = []
         self.turns = 0
         self.tool_calls = 0
+        #: Calls made so far, per tool.
+        self.calls_of: dict[str, int] = {}
         self.tool_errors: list[ToolError] = []
         self.claims: list[UnsupportedClaim] = []
         self.violations: list[PolicyViolation] = []
@@ -827,7 +831,11 @@ class _Turn:
             "gen_ai.tool.call.arguments": compact_json(arguments),
         }
         start = conv.t
+        earlier_calls = conv.calls_of.get(name, 0)
+        conv.calls_of[name] = earlier_calls + 1
         fault = next((f for f in conv.conditions.tool_faults if f.tool == name), None)
+        if fault is not None and fault.first_only and earlier_calls:
+            fault = None
         if fault is not None and rng.random() < fault.rate:
             failure: ErrorKind | None = fault.kind
         else:

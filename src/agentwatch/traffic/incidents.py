@@ -34,6 +34,8 @@ from agentwatch.traffic.generator import (
 )
 
 NS_PER_S = 1_000_000_000
+#: Share of failed tool calls the simulated model retries.
+_RETRY_SHARE = 0.6
 _HOUR_NS = 3600 * NS_PER_S
 _DAY_NS = 24 * _HOUR_NS
 
@@ -77,7 +79,14 @@ class NewToolError(_Timed):
     """From ``start_ns``, ``tool`` fails in ``rate`` of its calls with an error steady traffic never shows.
 
     On the wire: the ``execute_tool`` span has status ERROR with ``message`` and ``error.type`` =
-    ``error_type``, no result; the model retries once 60% of the time, else apologises.
+    ``error_type``, no result; the model retries once 60% of the time (the retry goes through), else
+    apologises.
+
+    The sessions whose first call of the tool fails are picked in arrival order by error diffusion
+    (``bind``) among the sessions of the intents that call it, at the share that makes ``rate`` of the
+    tool's calls fail once the retries are counted, so the incident has its size in every window rather
+    than a binomial draw around it (which leaves a 15-minute window with one failing session now and
+    then). Sessions are bound for ``horizon_s`` after the start (14 days) or up to ``end_ns``.
     """
 
     name: ClassVar[str] = "new_tool_error"
@@ -86,6 +95,9 @@ class NewToolError(_Timed):
     error_type: str = "SchemaVersionMismatch"
     message: str = "inventory shard 7 returned SchemaVersionMismatch: expected schema v12, got v11"
     kind: str = "schema_version_mismatch"
+    horizon_s: float = 14 * 86400.0
+    #: Start times of the sessions whose first call of the tool fails; filled by ``bind``.
+    session_starts: frozenset[int] = dataclasses.field(default=frozenset(), kw_only=True)
 
     def __post_init__(self) -> None:
         if self.tool not in _TOOL_LATENCY_MS:
@@ -93,13 +105,36 @@ class NewToolError(_Timed):
         if not 0 < self.rate <= 1:
             raise ValueError(f"rate must be in (0, 1], got {self.rate}")
 
+    @property
+    def session_share(self) -> float:
+        """Share of the sessions calling the tool whose first call fails: each such session adds one failed
+        call, and 60% of them a retry, so ``s / (1 + 0.6 s) = rate``."""
+        return min(1.0, self.rate / (1 - _RETRY_SHARE * self.rate))
+
+    def bind(self, generator: Generator) -> NewToolError:
+        until = self.start_ns + int(self.horizon_s * NS_PER_S)
+        if self.end_ns is not None:
+            until = min(until, self.end_ns)
+        starts: list[int] = []
+        owed = 0.0
+        for _, start_ns, intent in generator.planned():
+            if start_ns >= until:
+                break
+            if start_ns < self.start_ns or self.tool not in TOOLS_OF_INTENT[intent]:
+                continue
+            owed += self.session_share
+            if owed >= 0.5:
+                owed -= 1.0
+                starts.append(start_ns)
+        return dataclasses.replace(self, session_starts=frozenset(starts))
+
     def adjust(self, conditions: Conditions, *, start_ns: int, intent: str) -> Conditions:
-        if self.tool not in TOOLS_OF_INTENT[intent] or not self.active(start_ns):
+        if self.tool not in TOOLS_OF_INTENT[intent] or start_ns not in self.session_starts:
             return conditions
         # Braces in the message are kept literally (the generator formats it with the service name).
         text = self.message.replace("{", "{{").replace("}", "}}")
         kind = ErrorKind(self.kind, self.error_type, text, {}, (25, 180))
-        fault = ToolFault(self.tool, self.rate, kind)
+        fault = ToolFault(self.tool, 1.0, kind, first_only=True)
         return dataclasses.replace(conditions, tool_faults=(*conditions.tool_faults, fault))
 
 
