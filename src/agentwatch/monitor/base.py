@@ -108,8 +108,10 @@ def _names(section: Mapping[str, Any], key: str, where: str, dotted: str) -> tup
 @dataclass(frozen=True)
 class DriftConfig:
     window_s: float = 3600.0
-    #: A new agent version's window: every session it has had, up to this long.
+    #: A new agent version's window: every session it has had, up to this long ...
     new_version_window_s: float = 6 * 3600.0
+    #: ... and the z it must pass (a canary comparison; lower it to catch smaller regressions sooner).
+    new_version_z: float = 4.0
     baseline_s: float = 7 * 86400.0
     #: Fire when z < -z_threshold ...
     z_threshold: float = 4.0
@@ -208,13 +210,14 @@ class MonitorConfig:
                                       f"setting (known: {', '.join(sorted(keys))})")
             return value
 
-        d = sub("drift", {"window", "new_version_window", "baseline", "z", "min_n", "min_effect", "for", "warmup",
-                          "cusum_k", "cusum_h",
+        d = sub("drift", {"window", "new_version_window", "new_version_z", "baseline", "z", "min_n", "min_effect",
+                          "for", "warmup", "cusum_k", "cusum_h",
                           "min_baseline_n", "statistic"})
         w = "alerts.drift"
         drift = DriftConfig(
             window_s=_duration(d, "window", 3600.0, where, w),
             new_version_window_s=_duration(d, "new_version_window", 6 * 3600.0, where, w),
+            new_version_z=_number(d, "new_version_z", 4.0, where, w),
             baseline_s=_duration(d, "baseline", 7 * 86400.0, where, w),
             z_threshold=_number(d, "z", 4.0, where, w), min_n=_number(d, "min_n", 20.0, where, w, low=1),
             min_effect=_number(d, "min_effect", 0.05, where, w, high=1), hold_s=_duration(d, "for", 900.0, where, w),

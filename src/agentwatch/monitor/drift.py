@@ -229,7 +229,8 @@ class DriftDetector:
                 owner=spec.owner, summary="", figures={})
             key = candidate.dedup_key
             seen.add(key)
-            threshold = cfg.z_threshold / 2 if key in firing else cfg.z_threshold
+            limit = cfg.new_version_z if new_version else cfg.z_threshold
+            threshold = limit / 2 if key in firing else limit
             holds = sign * z < -threshold and n >= cfg.min_n and (drop >= cfg.min_effect or key in firing)
             if not holds:
                 hold.pop(key, None)
