@@ -52,7 +52,6 @@ import json
 import logging
 import random
 import re
-import secrets
 import shutil
 import statistics
 import sys
@@ -65,6 +64,7 @@ from math import log
 from pathlib import Path
 from typing import Any
 
+from ingest import Database, disk_bytes, prepare_database  # the benches make and measure a store alike
 from sqlalchemy import Connection, Engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import make_url
 
@@ -209,52 +209,14 @@ def draw(rng: random.Random, p: int) -> Draw:
 # -- the store -----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Database:
-    url: str
-    dialect: str
-    sqlite_path: Path | None = None
-    created_pg: tuple[str, str] | None = None  # (admin URL, database name) to drop afterwards
-    folder: Path | None = None
-
-    def drop(self) -> None:
-        if self.created_pg is not None:
-            import psycopg
-
-            admin, name = self.created_pg
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-
-    def size(self, engine: Engine) -> int:
-        with engine.connect() as conn:
-            if self.dialect == "postgresql":
-                return int(conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar_one())
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        assert self.sqlite_path is not None
-        wal = Path(f"{self.sqlite_path}-wal")
-        return self.sqlite_path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
-
-
-def fresh_database(url: str | None, size: int) -> Database:
+def fresh_database(url: str | None, size: int) -> tuple[Database, Path | None]:
+    """A new store for one size, made as bench/ingest.py makes its own: a SQLite file in a temporary folder
+    (beside --database-url's file when one is given) that the caller removes, or a fresh PostgreSQL database."""
     if url is None or make_url(url).drivername.startswith("sqlite"):
         folder = Path(tempfile.mkdtemp(prefix=f"agentwatch-monitor-{size}-",
                                        dir=None if url is None else Path(make_url(url).database or ".").parent))
-        path = folder / "agentwatch.db"
-        return Database(f"sqlite:///{path}", "sqlite", sqlite_path=path, folder=folder)
-    parsed = make_url(url)
-    if not parsed.drivername.startswith("postgres"):
-        raise SystemExit(f"unsupported --database-url {url!r}: use sqlite:///path or postgresql://...")
-    import psycopg
-
-    admin = parsed.set(drivername="postgresql", database=parsed.database or "test")
-    admin_url = admin.render_as_string(hide_password=False)
-    name = f"aw_bench_monitor_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return Database(parsed.set(database=name).render_as_string(hide_password=False), "postgresql",
-                    created_pg=(admin_url, name))
+        return prepare_database(None, folder, fresh_pg=False), folder
+    return prepare_database(url, Path("."), fresh_pg=True), None
 
 
 class Loader:
@@ -560,7 +522,7 @@ def build(db: Database, engine: Engine, n: int, catalogue: Catalogue, seed: int,
     if int(counted or 0) != n or counts["scores"] != scores_written:
         raise SystemExit(f"seeding is inconsistent: {counted} sessions in rollups, {counts['scores']} scores stored "
                          f"of {scores_written}")
-    return Built(n, start_ns, seconds, phases, counts, db.size(engine))
+    return Built(n, start_ns, seconds, phases, counts, disk_bytes(db))
 
 
 # -- timing the checks ---------------------------------------------------------------------------------------
@@ -767,7 +729,7 @@ def check(engine: Engine, catalogue: Catalogue, slos: tuple[Any, ...], repeats: 
 
 
 def run_size(n: int, args: argparse.Namespace, catalogue: Catalogue, slos: tuple[Any, ...]) -> dict[str, Any]:
-    db = fresh_database(args.database_url, n)
+    db, folder = fresh_database(args.database_url, n)
     days = n * GAP_NS / DAY_NS
     where = "PostgreSQL" if db.dialect == "postgresql" else "SQLite"
     print(f"\n== {n:,} sessions: {len(SERVICES)} services x {RATE_PER_SERVICE:g}/h over {days:.2f} days, "
@@ -814,6 +776,8 @@ def run_size(n: int, args: argparse.Namespace, catalogue: Catalogue, slos: tuple
             print(f"kept      {db.url}")
         else:
             db.drop()
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> int:

@@ -226,6 +226,16 @@ def _line_of(mapping: object, key: str) -> int | None:
     return getattr(mapping, "lines", {}).get(key)
 
 
+def config_line(mapping: object, key: str | None) -> str:
+    """For error messages: the config line of ``key`` in a parsed mapping; for a key that is missing (or
+    None), the line where the mapping starts; ``?`` for a mapping that was not read from a file."""
+    lines: dict[Any, int] = getattr(mapping, "lines", {})
+    line = lines.get(key) if key is not None else None
+    if line is None and lines:
+        line = min(lines.values())
+    return str(line) if line is not None else "?"
+
+
 def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse and validate a config file into ``{setting field: value}``."""
     path = Path(path)

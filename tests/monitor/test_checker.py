@@ -127,19 +127,6 @@ def test_a_rare_event_opens_at_the_next_tick_and_resolves_a_window_later_across_
 # -- scheduling, on SQLite ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('checker') / 'checker.db'}")
-    store.migrate()
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def db(shared: Store, request: pytest.FixtureRequest) -> tuple[Store, int]:
-    return shared, shared.ensure_project(request.node.name)
-
-
 def queue_job(store: Store, pid: int, sid: str, *, age: timedelta = timedelta(0), reason: str = "complete") -> None:
     with store.engine.begin() as conn:
         conn.execute(insert(m.eval_jobs).values(project_id=pid, session_id=sid, reason=reason, state="queued",

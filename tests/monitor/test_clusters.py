@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -23,20 +23,6 @@ T0 = 1_767_225_600 * S  # 2026-01-01T00:00:00Z
 SVC = "support-agent"
 CONFIG = ClusterConfig()
 WARM = {SVC}
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('clusters') / 'clusters.db'}")
-    store.migrate()
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def db(shared: Store, request: pytest.FixtureRequest) -> tuple[Store, int]:
-    """The module's database, with a project of the test's own (ids of templates are still global)."""
-    return shared, shared.ensure_project(request.node.name)
 
 
 _counter = iter(range(1, 10**9))
@@ -277,14 +263,20 @@ def test_templates_mined_during_the_warm_up_are_the_baseline_and_never_novel(db:
 # -- surge ------------------------------------------------------------------------------------------------------------
 
 
+def known_template(conn: Any, pid: int, template: str, *, first_seen_ns: int, last_seen_ns: int | None = None) -> int:
+    """A crm_lookup tool-error template mined during the warm-up (a baseline one); answers its id."""
+    return int(conn.execute(insert(m.failure_templates).values(
+        project_id=pid, source="tool_error", subject="crm_lookup", template=template, first_seen_ns=first_seen_ns,
+        last_seen_ns=first_seen_ns if last_seen_ns is None else last_seen_ns, count=0, weighted_count=0.0,
+        baseline=True, created_at=utcnow(),
+    ).returning(m.failure_templates.c.id)).scalar_one())
+
+
 def test_a_surge_is_relative_to_traffic_not_to_time(db: tuple[Store, int]) -> None:
     store, pid = db
     week = 7 * DAY
     with store.engine.begin() as conn:
-        template_id = conn.execute(insert(m.failure_templates).values(
-            project_id=pid, source="tool_error", subject="crm_lookup", template="Timeout after <NUM>s",
-            first_seen_ns=T0, last_seen_ns=T0, count=0, weighted_count=0.0, baseline=True, created_at=utcnow(),
-        ).returning(m.failure_templates.c.id)).scalar_one()
+        template_id = known_template(conn, pid, "Timeout after <NUM>s", first_seen_ns=T0)
         rows = []
         # A week at 100 sessions and one hit an hour (1 in 100 sessions) ...
         for hour in range(7 * 24):
@@ -318,10 +310,7 @@ def test_a_known_template_needs_a_warm_up_of_history_before_it_can_surge(db: tup
     start = T0 + 3 * DAY
     with store.engine.begin() as conn:
         # Known (mined during the warm-up, so never novel), but first seen only 7 hours before the window.
-        template_id = conn.execute(insert(m.failure_templates).values(
-            project_id=pid, source="tool_error", subject="crm_lookup", template="boom", first_seen_ns=start - 7 * HOUR,
-            last_seen_ns=start, count=0, weighted_count=0.0, baseline=True, created_at=utcnow(),
-        ).returning(m.failure_templates.c.id)).scalar_one()
+        template_id = known_template(conn, pid, "boom", first_seen_ns=start - 7 * HOUR, last_seen_ns=start)
         for hour in range(-30, 1):
             rollups.add(conn, pid, start + hour * HOUR, {"service": SVC}, rollups.SESSION_DIMENSION, "",
                         {"count": 100, "weighted_count": 100})
@@ -340,10 +329,7 @@ def test_a_template_is_checked_per_service_against_that_services_traffic(db: tup
     store, pid = db
     week = 7 * DAY
     with store.engine.begin() as conn:
-        template_id = conn.execute(insert(m.failure_templates).values(
-            project_id=pid, source="tool_error", subject="crm_lookup", template="Timeout after <NUM>s",
-            first_seen_ns=T0, last_seen_ns=T0, count=0, weighted_count=0.0, baseline=True, created_at=utcnow(),
-        ).returning(m.failure_templates.c.id)).scalar_one()
+        template_id = known_template(conn, pid, "Timeout after <NUM>s", first_seen_ns=T0)
         rows = []
         # A week of both services at 100 sessions and one hit an hour ...
         for hour in range(7 * 24):

@@ -47,20 +47,6 @@ BASE_FAILED = 7 * 24 * BASE_FAILURES
 DROP = BASE_FAILURES + 14
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('drift') / 'drift.db'}")
-    store.migrate()
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def db(shared: Store, request: pytest.FixtureRequest) -> tuple[Store, int]:
-    """The module's database, with a project of the test's own (every read is by project)."""
-    return shared, shared.ensure_project(request.node.name)
-
-
 _SUMS = ("count", "weighted_count", "weighted_sum", "weighted_sum_sq", "failures", "weighted_failures", "errors")
 _KEY = ("project_id", "minute_ns", "service", "agent_version", "intent", "dimension", "evaluator_version")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from sqlalchemy import insert
@@ -73,20 +73,6 @@ def test_poisson_tail_edges() -> None:
 
 
 # -- a store with sessions, scores and labels ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('events') / 'events.db'}")
-    store.migrate()
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def db(shared: Store, request: pytest.FixtureRequest) -> tuple[Store, int]:
-    """The module's database, with a project of the test's own."""
-    return shared, shared.ensure_project(request.node.name)
 
 
 def add_session(store: Store, pid: int, sid: str, end_ns: int, *, agent_version: str = "1.0",

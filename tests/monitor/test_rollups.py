@@ -72,8 +72,8 @@ def test_rollups_match_the_scores_they_summarize(pipeline: Pipeline) -> None:
         minutes = conn.execute(select(func.count(func.distinct(m.rollups.c.minute_ns)))
                                .where(m.rollups.c.dimension == rollups.SESSION_DIMENSION)).scalar_one()
         assert 13 <= minutes <= 15
-        p50 = rollups.quantile(conn, pid, "latency_ms", 0.5, since_ns=T0, until_ns=end)
-        p100 = rollups.quantile(conn, pid, "latency_ms", 1.0, since_ns=T0, until_ns=end)
+        p50 = rollups.quantile(conn, pid, "work_ms", 0.5, since_ns=T0, until_ns=end)
+        p100 = rollups.quantile(conn, pid, "work_ms", 1.0, since_ns=T0, until_ns=end)
         assert p50 is not None and p100 is not None and 0 < p50 <= p100
         assert rollups.quantile(conn, pid, "cost_usd", 0.5, since_ns=end, until_ns=end + MIN) is None
 

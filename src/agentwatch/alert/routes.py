@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from agentwatch.errors import ConfigError
 from agentwatch.monitor.base import KINDS, LABEL_NAMES, SEVERITIES
+from agentwatch.settings import config_line
 
 NOTIFIER_TYPES = ("webhook", "slack", "pagerduty", "log")
 #: PagerDuty Events API v2.
@@ -140,19 +141,19 @@ def load_routes(sections: Mapping[str, Any], config_path: str | None = None, *,
     if entries is None:
         return Routes()
     if not isinstance(entries, list):
-        raise ConfigError(f"{where}, line {_line(sections, 'routes')}, key routes: expected a list of "
+        raise ConfigError(f"{where}, line {config_line(sections, 'routes')}, key routes: expected a list of "
                           "{match: {...}, notifiers: [...]}")
     parsed: list[Route] = []
     by_name: dict[str, tuple[Notifier, str]] = {}
-    last_line = _line(sections, "routes")
+    last_line = config_line(sections, "routes")
     for index, entry in enumerate(entries):
         at = f"routes[{index}]"
         if not isinstance(entry, Mapping):
             raise ConfigError(f"{where}, line {last_line}, key {at}: expected a mapping with match and notifiers")
-        last_line = _line(entry, None)
+        last_line = config_line(entry, None)
 
         def fail(mapping: Any, key: str | None, dotted: str, message: str) -> ConfigError:
-            return ConfigError(f"{where}, line {_line(mapping, key)}, key {dotted}: {message}")
+            return ConfigError(f"{where}, line {config_line(mapping, key)}, key {dotted}: {message}")
 
         for key in entry:
             if key not in _ROUTE_KEYS:
@@ -182,15 +183,6 @@ def load_routes(sections: Mapping[str, Any], config_path: str | None = None, *,
             notifiers.append(notifier)
         parsed.append(Route(match, tuple(notifiers), cont))
     return Routes(tuple(parsed))
-
-
-def _line(mapping: Any, key: str | None) -> str:
-    """The line of ``key``; for a key that is missing (or None), the line where the mapping starts."""
-    lines = getattr(mapping, "lines", {})
-    line = lines.get(key) if key is not None else None
-    if line is None and lines:
-        line = min(lines.values())
-    return str(line) if line is not None else "?"
 
 
 def _values(value: Any) -> frozenset[str] | None:

@@ -39,6 +39,7 @@ from agentwatch.api.views import rfc3339
 from agentwatch.errors import BadRequest, NotFound
 from agentwatch.monitor.base import KINDS, LABEL_NAMES, MAX_EXAMPLES, SEVERITIES, Candidate
 from agentwatch.store import models as m
+from agentwatch.store.store import decode_time_cursor, encode_time_cursor
 
 #: Base of alert links when no ``public_url`` is configured.
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:4318"
@@ -219,21 +220,13 @@ def list_alerts(conn: Connection, project_id: int, *, state: str | None = None, 
     if since_ns is not None:
         where.append(a.started_ns >= since_ns)
     if cursor:
-        started_ns, alert_id = _cursor(cursor)
+        started_ns, alert_id = decode_time_cursor(cursor)
         where.append(or_(a.started_ns < started_ns, and_(a.started_ns == started_ns, a.id < alert_id)))
     query = select(m.alerts).where(*where).order_by(a.started_ns.desc(), a.id.desc()).limit(limit + 1)
     rows = [dict(r._mapping) for r in conn.execute(query)]
     more = len(rows) > limit
     rows = rows[:limit]
-    return rows, (f"{rows[-1]['started_ns']}.{rows[-1]['id']}" if more and rows else None)
-
-
-def _cursor(value: str) -> tuple[int, int]:
-    started_ns, _, alert_id = value.partition(".")
-    try:
-        return int(started_ns), int(alert_id)
-    except ValueError:
-        raise BadRequest("cursor is not one this server issued") from None
+    return rows, (encode_time_cursor(rows[-1]["started_ns"], rows[-1]["id"]) if more and rows else None)
 
 
 def get_alert(conn: Connection, project_id: int, alert_id: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Iterable
 
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -36,7 +36,7 @@ from agentwatch.settings import Settings, parse_duration
 from agentwatch.store import evaluations, labels
 from agentwatch.store.erase import erase_user
 from agentwatch.store.models import utcnow
-from agentwatch.store.store import SessionFilter
+from agentwatch.store.store import SessionFilter, decode_time_cursor, encode_time_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -81,12 +81,11 @@ def _limit(value: str | None) -> int:
     return limit
 
 
-def _score_cursor(value: str) -> tuple[int, int]:
-    time_ns, _, score_id = value.partition(".")
-    try:
-        return int(time_ns), int(score_id)
-    except ValueError:
-        raise BadRequest("cursor is not one this server issued") from None
+def _only_params(query: Any, known: Iterable[str]) -> None:
+    """BadRequest naming the query parameters an endpoint does not take."""
+    unknown = set(query) - set(known)
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
 
 
 _SESSION_FILTERS = {"service", "agent_version", "intent", "user_id", "since", "until", "flagged", "complete",
@@ -101,9 +100,7 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
     def sessions(request: Request) -> JSONResponse:
         project_id = auth.project_for(request.headers)
         q = request.query_params
-        unknown = set(q) - _SESSION_FILTERS
-        if unknown:
-            raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        _only_params(q, _SESSION_FILTERS)
         flt = SessionFilter(
             service=q.get("service"),
             agent_version=q.get("agent_version"),
@@ -121,9 +118,7 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
     async def erase(request: Request) -> JSONResponse:
         project_id = await asyncio.to_thread(auth.project_for, request.headers)
         q = request.query_params
-        unknown = set(q) - {"user_id"}
-        if unknown:
-            raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        _only_params(q, {"user_id"})
         user_id = q.get("user_id", "")
         if not user_id.strip():
             raise BadRequest("user_id: required, the user whose data to erase")
@@ -172,19 +167,17 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
     def scores_list(request: Request) -> JSONResponse:
         project_id = auth.project_for(request.headers)
         q = request.query_params
-        unknown = set(q) - {"session_id", "evaluator", "evaluator_version", "since", "until", "limit", "cursor"}
-        if unknown:
-            raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        _only_params(q, {"session_id", "evaluator", "evaluator_version", "since", "until", "limit", "cursor"})
         limit = _limit(q.get("limit"))
         cursor_param = q.get("cursor")
-        after = _score_cursor(cursor_param) if cursor_param else None
+        after = decode_time_cursor(cursor_param) if cursor_param else None
         rows = evaluations.list_scores(
             store.engine, project_id, session_id=q.get("session_id"), evaluator=q.get("evaluator"),
             evaluator_version=q.get("evaluator_version"), since_ns=parse_time("since", q.get("since")),
             until_ns=parse_time("until", q.get("until")), limit=limit + 1, after=after)
         more = len(rows) > limit
         rows = rows[:limit]
-        cursor = f"{rows[-1]['event_time_ns']}.{rows[-1]['id']}" if more and rows else None
+        cursor = encode_time_cursor(rows[-1]["event_time_ns"], rows[-1]["id"]) if more and rows else None
         return JSONResponse({"items": [score_json(r) for r in rows], "next_cursor": cursor})
 
     async def evaluate_now(request: Request) -> JSONResponse:
@@ -340,9 +333,7 @@ def alert_routes(settings: Settings, pipeline: Pipeline) -> list[Route]:
     def alerts_list(request: Request) -> JSONResponse:
         project_id = auth.project_for(request.headers)
         q = request.query_params
-        unknown = set(q) - {"state", "kind", "since", "limit", "cursor"}
-        if unknown:
-            raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        _only_params(q, {"state", "kind", "since", "limit", "cursor"})
         limit = _limit(q.get("limit"))
         since_ns = parse_time("since", q.get("since"))
         with engine.connect() as conn:
@@ -378,9 +369,7 @@ def alert_routes(settings: Settings, pipeline: Pipeline) -> list[Route]:
     def silences_list(request: Request) -> JSONResponse:
         project_id = auth.project_for(request.headers)
         q = request.query_params
-        unknown = set(q) - {"all", "limit", "cursor"}
-        if unknown:
-            raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        _only_params(q, {"all", "limit", "cursor"})
         everything = _bool("all", q.get("all")) or False
         limit = _limit(q.get("limit"))
         now = utcnow()
@@ -442,21 +431,16 @@ def monitor_routes(pipeline: Pipeline) -> list[Route]:
     engine = pipeline.store.engine
     auth = pipeline.auth
 
-    def check_params(request: Request, known: set[str]) -> None:
-        unknown = set(request.query_params) - known
-        if unknown:
-            raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
-
     def slos(request: Request) -> JSONResponse:
         project_id = auth.project_for(request.headers)
-        check_params(request, {"limit", "cursor"})
+        _only_params(request.query_params, {"limit", "cursor"})
         items = pipeline.monitor.slo_status(project_id)
         tick = pipeline.monitor.last_tick(project_id)
         return JSONResponse({"items": items, "next_cursor": None, "as_of": rfc3339(tick)})
 
     def clusters_list(request: Request) -> JSONResponse:
         project_id = auth.project_for(request.headers)
-        check_params(request, {"limit", "cursor"})
+        _only_params(request.query_params, {"limit", "cursor"})
         limit = _limit(request.query_params.get("limit"))
         raw_cursor = request.query_params.get("cursor")
         try:

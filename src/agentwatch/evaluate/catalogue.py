@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from agentwatch.errors import ConfigError
+from agentwatch.settings import config_line
 
 KINDS = ("rule", "python", "llm", "faithfulness", "external")
 DIRECTIONS = ("higher_is_better", "lower_is_better")
@@ -47,7 +48,7 @@ _FULL_RATE_KINDS = frozenset({"rule", "faithfulness", "external"})
 EXTERNAL_PREFIX = "external:"
 #: Judge parameters about reaching the judge, left out of an llm evaluator's version.
 TRANSPORT_PARAMS = frozenset({
-    "base_url", "api_key_env", "timeout_s", "timeout", "max_retries", "backoff_base_s", "backoff_cap_s",
+    "base_url", "api_key_env", "timeout_s", "max_retries", "backoff_base_s", "backoff_cap_s",
     "retry_after_max_s", "max_concurrency", "price_input_per_mtok", "price_output_per_mtok",
 })
 EXTERNAL_VERSION = "external"
@@ -212,17 +213,17 @@ def load_catalogue(sections: Mapping[str, Any], config_path: str | None = None) 
     where = config_path or "agentwatch.yaml"
     sampling = sections.get("sampling") or {}
     if not isinstance(sampling, Mapping):
-        raise ConfigError(f"{where}, line {_line(sections, 'sampling')}, key sampling: expected a mapping like "
+        raise ConfigError(f"{where}, line {config_line(sections, 'sampling')}, key sampling: expected a mapping like "
                           "{default_rate: 0.05}")
     unknown = set(sampling) - {"default_rate"}
     if unknown:
         key = sorted(unknown)[0]
-        raise ConfigError(f"{where}, line {_line(sampling, key)}, key sampling.{key}: unknown setting (known: "
+        raise ConfigError(f"{where}, line {config_line(sampling, key)}, key sampling.{key}: unknown setting (known: "
                           "default_rate)")
     default_rate = _rate(where, sampling, "default_rate", "sampling.default_rate", 0.05)
     entries = sections.get("evaluators") or []
     if not isinstance(entries, list):
-        raise ConfigError(f"{where}, line {_line(sections, 'evaluators')}, key evaluators: expected a list of "
+        raise ConfigError(f"{where}, line {config_line(sections, 'evaluators')}, key evaluators: expected a list of "
                           "evaluators")
     if config_path:
         folder = str(Path(config_path).resolve().parent)
@@ -233,20 +234,11 @@ def load_catalogue(sections: Mapping[str, Any], config_path: str | None = None) 
     for index, entry in enumerate(entries):
         spec = _spec(where, index, entry, sections)
         if spec.name in seen:
-            raise ConfigError(f"{where}, line {_line(entry, 'name')}, key evaluators[{index}].name: "
+            raise ConfigError(f"{where}, line {config_line(entry, 'name')}, key evaluators[{index}].name: "
                               f"{spec.name!r} is declared twice")
         seen.add(spec.name)
         specs.append(spec)
     return Catalogue(tuple(specs), default_rate)
-
-
-def _line(mapping: Any, key: str) -> str:
-    """The line of ``key``; for a key that is missing, the line where the mapping starts."""
-    lines = getattr(mapping, "lines", {})
-    line = lines.get(key)
-    if line is None and lines:
-        line = min(lines.values())
-    return str(line) if line is not None else "?"
 
 
 def _rate(where: str, mapping: Mapping[str, Any], key: str, dotted: str, default: float | None) -> Any:
@@ -254,7 +246,7 @@ def _rate(where: str, mapping: Mapping[str, Any], key: str, dotted: str, default
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ConfigError(f"{where}, line {_line(mapping, key)}, key {dotted}: expected a rate from 0 to 1, "
+        raise ConfigError(f"{where}, line {config_line(mapping, key)}, key {dotted}: expected a rate from 0 to 1, "
                           f"got {value!r}")
     return float(value)
 
@@ -262,11 +254,11 @@ def _rate(where: str, mapping: Mapping[str, Any], key: str, dotted: str, default
 def _spec(where: str, index: int, entry: Any, sections: Mapping[str, Any]) -> EvaluatorSpec:
     at = f"evaluators[{index}]"
     if not isinstance(entry, Mapping):
-        raise ConfigError(f"{where}, line {_line(sections, 'evaluators')}, key {at}: expected a mapping with name "
-                          "and kind")
+        raise ConfigError(f"{where}, line {config_line(sections, 'evaluators')}, key {at}: expected a mapping "
+                          "with name and kind")
 
     def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{where}, line {_line(entry, key)}, key {at}.{key}: {message}")
+        return ConfigError(f"{where}, line {config_line(entry, key)}, key {at}.{key}: {message}")
 
     unknown = set(entry) - _KEYS
     if unknown:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from agentwatch.errors import ConfigError
-from agentwatch.settings import parse_duration
+from agentwatch.settings import config_line, parse_duration
 
 KINDS = ("drift", "new_cluster", "rare_event", "burn_rate", "calibration", "no_data", "evaluator_errors")
 SEVERITIES = ("page", "ticket")
@@ -69,7 +69,7 @@ def _duration(section: Mapping[str, Any], key: str, default: float, where: str, 
     try:
         return parse_duration(section[key])
     except ValueError as exc:
-        raise ConfigError(f"{where}, line {_line(section, key)}, key {dotted}.{key}: {exc}") from exc
+        raise ConfigError(f"{where}, line {config_line(section, key)}, key {dotted}.{key}: {exc}") from exc
 
 
 def _number(section: Mapping[str, Any], key: str, default: float, where: str, dotted: str, *,
@@ -80,20 +80,17 @@ def _number(section: Mapping[str, Any], key: str, default: float, where: str, do
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (
             high is not None and value > high):
         bound = f"a number >= {low}" + (f" and <= {high}" if high is not None else "")
-        raise ConfigError(f"{where}, line {_line(section, key)}, key {dotted}.{key}: expected {bound}, got {value!r}")
+        raise ConfigError(f"{where}, line {config_line(section, key)}, key {dotted}.{key}: expected {bound}, "
+                          f"got {value!r}")
     return float(value)
 
 
 def _choice(section: Mapping[str, Any], key: str, choices: tuple[str, ...], where: str, dotted: str) -> str:
     value = section.get(key, choices[0])
     if value not in choices:
-        raise ConfigError(f"{where}, line {_line(section, key)}, key {dotted}.{key}: expected one of "
+        raise ConfigError(f"{where}, line {config_line(section, key)}, key {dotted}.{key}: expected one of "
                           f"{', '.join(choices)}, got {value!r}")
     return str(value)
-
-
-def _line(section: Any, key: str) -> str:
-    return str(getattr(section, "lines", {}).get(key, "?"))
 
 
 def _names(section: Mapping[str, Any], key: str, where: str, dotted: str) -> tuple[str, ...]:
@@ -101,7 +98,7 @@ def _names(section: Mapping[str, Any], key: str, where: str, dotted: str) -> tup
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{where}, line {_line(section, key)}, key {dotted}.{key}: expected a list of names")
+        raise ConfigError(f"{where}, line {config_line(section, key)}, key {dotted}.{key}: expected a list of names")
     return tuple(value)
 
 
@@ -197,16 +194,16 @@ class MonitorConfig:
                  "evaluator_errors", "repeat_interval"}
         for key in section:
             if key not in known:
-                raise ConfigError(f"{where}, line {_line(section, key)}, key alerts.{key}: unknown setting "
+                raise ConfigError(f"{where}, line {config_line(section, key)}, key alerts.{key}: unknown setting "
                                   f"(known: {', '.join(sorted(known))})")
 
         def sub(name: str, keys: set[str]) -> Mapping[str, Any]:
             value = section.get(name) or {}
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}, line {_line(section, name)}, key alerts.{name}: expected a mapping")
+                raise ConfigError(f"{where}, line {config_line(section, name)}, key alerts.{name}: expected a mapping")
             for key in value:
                 if key not in keys:
-                    raise ConfigError(f"{where}, line {_line(value, key)}, key alerts.{name}.{key}: unknown "
+                    raise ConfigError(f"{where}, line {config_line(value, key)}, key alerts.{name}.{key}: unknown "
                                       f"setting (known: {', '.join(sorted(keys))})")
             return value
 
@@ -261,7 +258,7 @@ class MonitorConfig:
         check = _duration(section, "check_interval", 300.0, where, "alerts")
         fast = _duration(section, "fast_check_interval", min(60.0, check), where, "alerts")
         if fast <= 0 or check <= 0 or round(check / fast) * fast != check or 86400 % check:
-            raise ConfigError(f"{where}, line {_line(section, 'check_interval')}, key alerts.check_interval: "
+            raise ConfigError(f"{where}, line {config_line(section, 'check_interval')}, key alerts.check_interval: "
                               f"must divide a day and be a multiple of fast_check_interval ({fast:g}s); got {check:g}s")
         return cls(
             check_interval_s=check, fast_check_interval_s=fast,

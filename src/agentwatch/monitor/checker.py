@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, func, select
 
@@ -47,6 +47,15 @@ INHIBITING = ("calibration", "evaluator_errors")
 INHIBITED = ("drift", "burn_rate")
 
 
+class Firing(NamedTuple):
+    """A firing alert, as a tick's checks and inhibition need it."""
+
+    kind: str
+    rule: str
+    key: str
+    evaluator: str
+
+
 class Monitor:
     def __init__(self, engine: Any, catalogue: Catalogue, config: MonitorConfig, slos: tuple[Any, ...],
                  routes: Routes, *, idle_timeout_s: float, public_url: str | None = None) -> None:
@@ -62,10 +71,8 @@ class Monitor:
         self.drift = DriftDetector(config.drift)
         self.miner = clusters.Miner(config.clusters)
         self._lock = threading.Lock()
-
-    @property
-    def specs(self) -> tuple[Any, ...]:
-        return tuple(s for s in self.catalogue.scored)
+        #: Per project, (newest label id, tick) of the last calibration pass for late labels.
+        self._labels_seen: dict[int, tuple[int, int]] = {}
 
     # -- scheduling -----------------------------------------------------------------------------------------
 
@@ -141,7 +148,7 @@ class Monitor:
 
     def _tick(self, conn: Connection, project_id: int, tick: int, state: dict[str, Any]) -> None:
         cfg = self.config
-        specs = self.specs
+        specs = self.catalogue.scored
         state.setdefault("since", tick - self.interval_ns)
         drift_warm = self._warm(conn, project_id, tick, state, cfg.drift.warmup_s)
         cluster_warm = {s for s, t in state["first_seen"].items() if tick - t >= int(cfg.clusters.warmup_s * _NS)}
@@ -163,9 +170,9 @@ class Monitor:
         if slow:
             # Every check interval: the windowed statistics.
             windows: dict[str, Any] = {}
+            firing_z = {f.key for f in firing if (f.kind, f.rule) == ("drift", "z")}
             for spec in specs:
-                found, window = self.drift.check(conn, project_id, tick, spec, state, drift_warm,
-                                                 firing.get(("drift", "z"), set()))
+                found, window = self.drift.check(conn, project_id, tick, spec, state, drift_warm, firing_z)
                 windows[spec.name] = window
                 candidates += found
             checked.add(("drift", "z"))
@@ -186,35 +193,21 @@ class Monitor:
             checked |= {("no_data", "service"), ("no_data", "evaluator")}
         self._reconcile(conn, project_id, tick, candidates, checked, firing)
 
-    def _firing(self, conn: Connection, project_id: int) -> dict[tuple[str, str], set[str]]:
+    def _firing(self, conn: Connection, project_id: int) -> list[Firing]:
         a = m.alerts.c
-        out: dict[tuple[str, str], set[str]] = {}
-        for kind, rule, key in conn.execute(select(a.kind, a.rule, a.dedup_key)
-                                            .where(a.project_id == project_id, a.state == "firing")):
-            out.setdefault((kind, rule), set()).add(key)
-        return out
+        return [Firing(*row) for row in conn.execute(
+            select(a.kind, a.rule, a.dedup_key, a.evaluator).where(a.project_id == project_id, a.state == "firing"))]
 
     def _reconcile(self, conn: Connection, project_id: int, tick: int, candidates: list[Candidate],
-                   checked: set[tuple[str, str]], firing: dict[tuple[str, str], set[str]]) -> None:
-        a = m.alerts.c
+                   checked: set[tuple[str, str]], firing: list[Firing]) -> None:
         # Inhibitors: those holding now, and firing ones whose rule was not checked at this tick (one that was
         # checked and no longer holds is resolved by this very reconcile).
         inhibitors = {c.evaluator for c in candidates if c.kind in INHIBITING and c.evaluator}
-        inhibitors |= {row[0] for row in conn.execute(
-            select(a.evaluator, a.kind, a.rule).where(a.project_id == project_id, a.state == "firing",
-                                                      a.kind.in_(INHIBITING), a.evaluator != ""))
-                       if (row[1], row[2]) not in checked}
-        kept: list[Candidate] = []
-        keep_keys: set[str] = set()
-        for candidate in candidates:
-            if candidate.kind in INHIBITED and candidate.evaluator in inhibitors:
-                continue
-            kept.append(candidate)
-        if inhibitors:
-            for row in conn.execute(select(a.dedup_key).where(
-                    a.project_id == project_id, a.state == "firing", a.kind.in_(INHIBITED),
-                    a.evaluator.in_(sorted(inhibitors)))):
-                keep_keys.add(row[0])
+        inhibitors |= {f.evaluator for f in firing
+                       if f.kind in INHIBITING and f.evaluator and (f.kind, f.rule) not in checked}
+        kept = [c for c in candidates if not (c.kind in INHIBITED and c.evaluator in inhibitors)]
+        # Muted alerts that already fire stay as they are: neither updated nor resolved.
+        keep_keys = {f.key for f in firing if f.kind in INHIBITED and f.evaluator in inhibitors}
         for candidate in kept:
             if not candidate.session_ids and candidate.kind == "drift":
                 candidate.session_ids, candidate.trace_ids = self._examples(conn, project_id, tick, candidate)
@@ -245,15 +238,17 @@ class Monitor:
     # -- labels arrive late ---------------------------------------------------------------------------------
 
     def _labels_pass(self, project_id: int) -> None:
-        """Calibration at the latest checked tick, for labels posted after their sessions' ticks ran."""
+        """Calibration at the latest checked tick, for labels posted after their sessions' ticks ran
+        (only when a label or the tick is new since the last pass)."""
         with self.engine.begin() as conn:
-            row = conn.execute(select(m.monitor_state.c.last_tick_ns)
-                               .where(m.monitor_state.c.project_id == project_id)).first()
-            if row is None:
+            tick = conn.execute(select(m.monitor_state.c.last_tick_ns)
+                                .where(m.monitor_state.c.project_id == project_id)).scalar()
+            newest = conn.execute(select(func.max(m.labels.c.id)).where(m.labels.c.project_id == project_id)).scalar()
+            if tick is None or newest is None or self._labels_seen.get(project_id) == (newest, tick):
                 return
-            tick = int(row[0])
-            candidates = events.calibration(conn, project_id, tick, self.specs, self.config)
-            self._reconcile(conn, project_id, tick, candidates, {("calibration", "agreement")},
+            self._labels_seen[project_id] = (newest, tick)
+            candidates = events.calibration(conn, project_id, int(tick), self.catalogue.scored, self.config)
+            self._reconcile(conn, project_id, int(tick), candidates, {("calibration", "agreement")},
                             self._firing(conn, project_id))
 
     # -- surfaces -------------------------------------------------------------------------------------------

@@ -176,7 +176,7 @@ class DriftDetector:
         return self._baselines[memo], not established
 
     def check(self, conn: Connection, project_id: int, tick_ns: int, spec: Any, state: dict[str, Any],
-              warm: set[str], firing: set[str]) -> tuple[list[Candidate], dict[SeriesKey, Totals]]:
+              warm: set[str], firing: set[str]) -> tuple[list[Candidate], dict[tuple[str, ...], Totals]]:
         """Candidates of one evaluator's series at ``tick_ns``; also answers the window totals it read.
 
         ``state`` holds ``hold`` (series key -> first tick the condition held) and ``cusum``; ``warm`` is
@@ -253,7 +253,7 @@ class DriftDetector:
             out.append(candidate)
         for key in [k for k, (dimension, _) in hold.items() if dimension == spec.name and k not in seen]:
             del hold[key]
-        return out, groups  # type: ignore[return-value]
+        return out, groups
 
     def cusum(self, conn: Connection, project_id: int, tick_ns: int, spec: Any, state: dict[str, Any],
               warm: set[str]) -> list[Candidate]:

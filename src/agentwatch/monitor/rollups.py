@@ -275,18 +275,39 @@ def totals(conn: Connection, project_id: int, dimension: str, *, since_ns: int, 
     return found.get((), ZERO)
 
 
-def quantile(conn: Connection, project_id: int, metric: str, q: float, *, since_ns: int, until_ns: int,
-             **labels: str) -> float | None:
-    """A quantile of session latency (ms) or cost (USD) over [since, until), merged from minute sketches."""
-    merged = new_sketch()
+#: The sketch column of each sketched metric (the session sketch of latency holds the agent's work time).
+SKETCHES = {"work_ms": "latency_sketch", "cost_usd": "cost_sketch"}
+
+
+def merged_sketches(conn: Connection, project_id: int, metric: str, *, since_ns: int, until_ns: int,
+                    group_by: tuple[str, ...] = (), where: Mapping[str, Iterable[str]] | None = None
+                    ) -> dict[tuple[str, ...], Any]:
+    """Per ``group_by`` values, the ``_session`` sketches of ``metric`` (work_ms or cost_usd) over [since, until)
+    merged into one, narrowed to label values in ``where`` (whole hours from the hourly table)."""
+    merged: dict[tuple[str, ...], Any] = {}
     for table, lo, hi in _ranges(since_ns, until_ns):
         r = table.c
-        column = {"latency_ms": r.latency_sketch, "cost_usd": r.cost_sketch}[metric]
-        where = [r.project_id == project_id, r.dimension == SESSION_DIMENSION, r.minute_ns >= lo, r.minute_ns < hi]
-        for name, value in labels.items():
-            where.append(r[name] == value)
-        for (data,) in conn.execute(select(column).where(*where)):
-            if data:
-                merged.merge(sketch_from_bytes(data))
-    result = merged.get_quantile_value(q) if merged.count else None
+        column = r[SKETCHES[metric]]
+        narrow = [r.project_id == project_id, r.dimension == SESSION_DIMENSION, r.minute_ns >= lo, r.minute_ns < hi]
+        narrow += [r[name].in_(list(values)) for name, values in (where or {}).items()]
+        for row in conn.execute(select(*(r[name] for name in group_by), column).where(*narrow)):
+            values = tuple(row)
+            if not values[-1]:
+                continue
+            key = tuple(str(v) for v in values[:-1])
+            sketch = sketch_from_bytes(values[-1])
+            if key in merged:
+                merged[key].merge(sketch)
+            else:
+                merged[key] = sketch
+    return merged
+
+
+def quantile(conn: Connection, project_id: int, metric: str, q: float, *, since_ns: int, until_ns: int,
+             **labels: str) -> float | None:
+    """A quantile of the agent's work time per session (``work_ms``) or its cost (``cost_usd``) over
+    [since, until), from the merged sketches."""
+    merged = merged_sketches(conn, project_id, metric, since_ns=since_ns, until_ns=until_ns,
+                             where={name: (value,) for name, value in labels.items()}).get(())
+    result = merged.get_quantile_value(q) if merged is not None and merged.count else None
     return None if result is None else float(result)

@@ -40,7 +40,7 @@ from agentwatch.errors import ConfigError
 from agentwatch.evaluate.catalogue import Catalogue
 from agentwatch.monitor import rollups
 from agentwatch.monitor.base import Candidate
-from agentwatch.settings import parse_duration
+from agentwatch.settings import config_line, parse_duration
 from agentwatch.store import models as m
 
 LAYERS = ("system", "objective", "failure_mode")
@@ -210,15 +210,6 @@ _KEYS = {
 }
 
 
-def _line(mapping: Any, key: str) -> str:
-    """The line of ``key``; for a key that is missing, the line where the mapping starts."""
-    lines = getattr(mapping, "lines", {})
-    line = lines.get(key)
-    if line is None and lines:
-        line = min(lines.values())
-    return str(line) if line is not None else "?"
-
-
 def load_slos(sections: Mapping[str, Any], config_path: str | None = None,
               catalogue: Catalogue | None = None) -> tuple[SloSpec, ...]:
     """Validate the ``slos`` section; errors name the file, the line and the key.
@@ -228,13 +219,13 @@ def load_slos(sections: Mapping[str, Any], config_path: str | None = None,
     where = config_path or "agentwatch.yaml"
     entries = sections.get("slos") or []
     if not isinstance(entries, list):
-        raise ConfigError(f"{where}, line {_line(sections, 'slos')}, key slos: expected a list of SLOs")
+        raise ConfigError(f"{where}, line {config_line(sections, 'slos')}, key slos: expected a list of SLOs")
     specs: list[SloSpec] = []
     seen: set[str] = set()
     for index, entry in enumerate(entries):
         spec = _spec(where, index, entry, sections, catalogue)
         if spec.name in seen:
-            raise ConfigError(f"{where}, line {_line(entry, 'name')}, key slos[{index}].name: {spec.name!r} is "
+            raise ConfigError(f"{where}, line {config_line(entry, 'name')}, key slos[{index}].name: {spec.name!r} is "
                               "declared twice")
         seen.add(spec.name)
         specs.append(spec)
@@ -244,10 +235,11 @@ def load_slos(sections: Mapping[str, Any], config_path: str | None = None,
 def _spec(where: str, index: int, entry: Any, sections: Mapping[str, Any], catalogue: Catalogue | None) -> SloSpec:
     at = f"slos[{index}]"
     if not isinstance(entry, Mapping):
-        raise ConfigError(f"{where}, line {_line(sections, 'slos')}, key {at}: expected a mapping with name and layer")
+        raise ConfigError(f"{where}, line {config_line(sections, 'slos')}, key {at}: expected a mapping with name "
+                          "and layer")
 
     def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{where}, line {_line(entry, key)}, key {at}.{key}: {message}")
+        return ConfigError(f"{where}, line {config_line(entry, key)}, key {at}.{key}: {message}")
 
     def share(key: str, *, required: bool = False, default: float | None = None) -> float | None:
         if key not in entry:
@@ -631,25 +623,9 @@ def _ratio_slice(spec: SloSpec, ratio: float, n: float) -> SliceValue:
 def _sketch_quantiles(conn: Connection, project_id: int, spec: SloSpec, since_ns: int, until_ns: int
                       ) -> dict[SeriesKey, tuple[float, float]]:
     """Per series, the spec's quantile of its metric over [since, until) and the sessions it rests on."""
-    r = m.rollups.c
-    column = r.latency_sketch if spec.metric == "work_ms" else r.cost_sketch
-    groups = [r[name] for name in spec.group_by]
-    where = [r.project_id == project_id, r.dimension == rollups.SESSION_DIMENSION, r.minute_ns >= since_ns,
-             r.minute_ns < until_ns]
-    where += [r[name].in_(values) for name, values in spec.filter.items()]
-    merged: dict[SeriesKey, Any] = {}
-    for row in conn.execute(select(*groups, column).where(*where)):
-        values = tuple(row)
-        if not values[-1]:
-            continue
-        key = tuple(str(v) for v in values[:-1])
-        sketch = rollups.sketch_from_bytes(values[-1])
-        if key in merged:
-            merged[key].merge(sketch)
-        else:
-            merged[key] = sketch
     out: dict[SeriesKey, tuple[float, float]] = {}
-    for key, sketch in merged.items():
+    for key, sketch in rollups.merged_sketches(conn, project_id, spec.metric, since_ns=since_ns, until_ns=until_ns,
+                                               group_by=spec.group_by, where=spec.filter).items():
         value = sketch.get_quantile_value(float(spec.quantile or 0.5)) if sketch.count else None
         if value is not None:
             out[key] = (float(value), float(sketch.count))
@@ -974,20 +950,11 @@ def status(conn: Connection, project_id: int, now_ns: int, specs: Iterable[SloSp
 def quantiles(conn: Connection, project_id: int, metric: str, labels: Mapping[str, str],
               filters: Mapping[str, tuple[str, ...]], since_ns: int, until_ns: int,
               qs: tuple[float, ...] = (0.5, 0.95, 0.99)) -> dict[str, float | None]:
-    """p50/p95/p99 of session latency (ms) or cost (USD) of one series, merged once from minute sketches.
-
-    Like :func:`rollups.quantile`, but narrowed by lists of label values too.
-    """
-    r = m.rollups.c
-    column = {"work_ms": r.latency_sketch, "cost_usd": r.cost_sketch}[metric]
-    where = [r.project_id == project_id, r.dimension == rollups.SESSION_DIMENSION, r.minute_ns >= since_ns,
-             r.minute_ns < until_ns]
-    where += [r[name] == value for name, value in labels.items() if value]
-    where += [r[name].in_(values) for name, values in filters.items() if not labels.get(name)]
-    merged = rollups.new_sketch()
-    for (data,) in conn.execute(select(column).where(*where)):
-        if data:
-            merged.merge(rollups.sketch_from_bytes(data))
+    """p50/p95/p99 of the agent's work time (ms) or cost (USD) per session of one series."""
+    where: dict[str, tuple[str, ...]] = {name: (value,) for name, value in labels.items() if value}
+    where.update({name: values for name, values in filters.items() if not labels.get(name)})
+    merged = rollups.merged_sketches(conn, project_id, metric, since_ns=since_ns, until_ns=until_ns,
+                                     where=where).get(()) or rollups.new_sketch()
     out: dict[str, float | None] = {}
     for q in qs:
         value = merged.get_quantile_value(q) if merged.count else None

@@ -226,6 +226,20 @@ class Store:
         return rows
 
 
+def encode_time_cursor(time_ns: int, row_id: int) -> str:
+    """The cursor of a list ordered by (time, id), newest first: ``<time_ns>.<id>``."""
+    return f"{int(time_ns)}.{int(row_id)}"
+
+
+def decode_time_cursor(cursor: str) -> tuple[int, int]:
+    """(time_ns, id) of a cursor :func:`encode_time_cursor` made; BadRequest for any other."""
+    time_ns, _, row_id = cursor.partition(".")
+    try:
+        return int(time_ns), int(row_id)
+    except ValueError:
+        raise BadRequest("cursor is not one this server issued") from None
+
+
 def _encode_cursor(start_ns: int, session_id: str) -> str:
     raw = json.dumps([start_ns, session_id], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")

@@ -73,6 +73,26 @@ class _Timed:
     def active(self, start_ns: int) -> bool:
         return self.start_ns <= start_ns and (self.end_ns is None or start_ns < self.end_ns)
 
+    def diffuse(self, generator: Generator, share: float, horizon_s: float,
+                eligible: Callable[[str], bool]) -> frozenset[int]:
+        """Start times of ``share`` of the eligible intents' sessions while active (for ``horizon_s`` at most),
+        picked in arrival order by error diffusion: every window holds the share, not a binomial draw."""
+        until = self.start_ns + int(horizon_s * NS_PER_S)
+        if self.end_ns is not None:
+            until = min(until, self.end_ns)
+        starts: list[int] = []
+        owed = 0.0
+        for _, start_ns, intent in generator.planned():
+            if start_ns >= until:
+                break
+            if start_ns < self.start_ns or not eligible(intent):
+                continue
+            owed += share
+            if owed >= 0.5:
+                owed -= 1.0
+                starts.append(start_ns)
+        return frozenset(starts)
+
 
 @dataclass(frozen=True)
 class NewToolError(_Timed):
@@ -112,21 +132,9 @@ class NewToolError(_Timed):
         return min(1.0, self.rate / (1 - _RETRY_SHARE * self.rate))
 
     def bind(self, generator: Generator) -> NewToolError:
-        until = self.start_ns + int(self.horizon_s * NS_PER_S)
-        if self.end_ns is not None:
-            until = min(until, self.end_ns)
-        starts: list[int] = []
-        owed = 0.0
-        for _, start_ns, intent in generator.planned():
-            if start_ns >= until:
-                break
-            if start_ns < self.start_ns or self.tool not in TOOLS_OF_INTENT[intent]:
-                continue
-            owed += self.session_share
-            if owed >= 0.5:
-                owed -= 1.0
-                starts.append(start_ns)
-        return dataclasses.replace(self, session_starts=frozenset(starts))
+        starts = self.diffuse(generator, self.session_share, self.horizon_s,
+                              lambda intent: self.tool in TOOLS_OF_INTENT[intent])
+        return dataclasses.replace(self, session_starts=starts)
 
     def adjust(self, conditions: Conditions, *, start_ns: int, intent: str) -> Conditions:
         if self.tool not in TOOLS_OF_INTENT[intent] or start_ns not in self.session_starts:
@@ -260,21 +268,8 @@ class GoalFailures(_Timed):
         return max(0.0, (self.target - base) / (1 - base))
 
     def bind(self, generator: Generator) -> GoalFailures:
-        until = self.start_ns + int(self.horizon_s * NS_PER_S)
-        if self.end_ns is not None:
-            until = min(until, self.end_ns)
-        starts: list[int] = []
-        owed = 0.0
-        for _, start_ns, intent in generator.planned():
-            if start_ns >= until:
-                break
-            if start_ns < self.start_ns or intent != self.intent:
-                continue
-            owed += self.give_up
-            if owed >= 0.5:
-                owed -= 1.0
-                starts.append(start_ns)
-        return dataclasses.replace(self, session_starts=frozenset(starts))
+        starts = self.diffuse(generator, self.give_up, self.horizon_s, lambda intent: intent == self.intent)
+        return dataclasses.replace(self, session_starts=starts)
 
     def adjust(self, conditions: Conditions, *, start_ns: int, intent: str) -> Conditions:
         if intent != self.intent or start_ns not in self.session_starts:
