@@ -23,8 +23,6 @@ from agentwatch.pipeline import Pipeline
 from agentwatch.store import evaluations, labels
 from agentwatch.store import models as m
 
-DEFAULT_FROM_LABELS = ("real_failure", "false_positive")
-
 
 def _limit(value: str | None) -> int:
     if value is None or value == "":
@@ -233,68 +231,8 @@ def feedback_routes(pipeline: Pipeline) -> list[Route]:
         return JSONResponse(result, status_code=201 if result["created"] else 200)
 
     def add_items(project_id: int, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        datasets.check_name(name)
-        sessions: list[str] = []
-        only: dict[str, list[str] | None] = {}
-        explicit: dict[str, dict[str, Any]] = {}
-        for i, entry in enumerate(body.get("sessions") or []):
-            if isinstance(entry, str):
-                entry = {"session_id": entry}
-            if not isinstance(entry, dict) or not isinstance(entry.get("session_id"), str):
-                raise BadRequest(f"sessions[{i}]: expected a session id or {{session_id, evaluators?, expected?}}")
-            sessions.append(entry["session_id"])
-            only[entry["session_id"]] = entry.get("evaluators")
-            if entry.get("expected") is not None:
-                if not isinstance(entry["expected"], dict):
-                    raise BadRequest(f"sessions[{i}].expected: a mapping of evaluator to pass, fail or edge")
-                explicit[entry["session_id"]] = entry["expected"]
-        from_labels = body.get("from_labels")
-        only_evaluator = None
-        if from_labels:
-            spec = from_labels if isinstance(from_labels, dict) else {}
-            verdicts = spec.get("verdicts") or list(DEFAULT_FROM_LABELS)
-            only_evaluator = spec.get("evaluator")
-            bad = [v for v in verdicts if v not in labels.VERDICTS]
-            if bad:
-                raise BadRequest(f"from_labels.verdicts: unknown verdict(s) {', '.join(map(str, bad))}")
-            for session_id in datasets.sessions_with_labels(engine, project_id, verdicts, only_evaluator):
-                if session_id not in only:
-                    sessions.append(session_id)
-                    only[session_id] = [only_evaluator] if only_evaluator else None
-        cases: list[dict[str, Any]] = []
-        labelled: dict[str, str] = {}
-        users: dict[str, str | None] = {}
-        project = store.project_name(project_id)
-        groups: dict[tuple[str, ...] | None, list[str]] = {}
-        for session_id in sessions:
-            chosen = only[session_id]
-            key = tuple(chosen) if chosen else None
-            groups.setdefault(key, []).append(session_id)
-        for key, ids in groups.items():
-            found, versions, who = datasets.labelled_cases(engine, pipeline.scorer.load, project_id, project, ids,
-                                                           evaluators=key, explicit=explicit)
-            cases.extend(found)
-            labelled.update(versions)
-            users.update(who)
-        for i, case in enumerate(body.get("cases") or []):
-            try:
-                cases.append(datasets.check_case(case))
-            except BadRequest as exc:
-                raise BadRequest(f"cases[{i}]: {exc.message}") from None
-        if body.get("conversations"):
-            expected = body.get("expected")
-            if expected is not None and not isinstance(expected, dict):
-                raise BadRequest("expected: a mapping of evaluator to pass or fail, for every conversation")
-            cases.extend(datasets.cases_from_conversations(body["conversations"], "conversations", expected,
-                                                           body.get("reward_dimension"), pipeline.options))
-        if not cases:
-            raise BadRequest("nothing to add: give sessions, cases, conversations, or from_labels that match labels")
-        evaluator_names = {e for c in cases for e in c["expected"]}
-        pins = datasets.pins_for(engine, catalogue, evaluator_names, labelled)
-        with engine.begin() as conn:
-            return datasets.add_cases(conn, project_id, name, cases, pins=pins, author=body.get("author"),
-                                      note=body.get("note"), create=body.get("create", True) is not False,
-                                      user_ids=users)
+        return datasets.add_from_request(engine, pipeline.scorer.load, catalogue, pipeline.options, project_id,
+                                         store.project_name(project_id), name, body)
 
     def _version_of(request: Request) -> int | None:
         raw = request.path_params["version"]

@@ -49,6 +49,8 @@ from agentwatch.store.models import utcnow
 
 VERDICT_OF_LABEL = {"real_failure": "fail", "false_negative": "fail", "false_positive": "pass", "edge_case": "edge"}
 EXPECTED_VERDICTS = ("pass", "fail", "edge")
+#: The label verdicts ``from_labels`` takes by default: what the evaluator should learn from.
+DEFAULT_FROM_LABELS = ("real_failure", "false_positive")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -427,6 +429,73 @@ def cases_from_conversations(records: list[Any], where: str, expected: Mapping[s
         cases.append({"case_id": case_id, "source": {"file": where, "record": i}, **snapshot(view),
                       "expected": verdicts})
     return cases
+
+
+def add_from_request(engine: Engine, load: Any, catalogue: Catalogue, options: NormalizeOptions, project_id: int,
+                     project: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """Add what a request names: ``sessions``, ``cases``, ``conversations`` and ``from_labels``; a new version."""
+    from agentwatch.store import labels
+    check_name(name)
+    sessions: list[str] = []
+    only: dict[str, list[str] | None] = {}
+    explicit: dict[str, dict[str, Any]] = {}
+    for i, entry in enumerate(body.get("sessions") or []):
+        if isinstance(entry, str):
+            entry = {"session_id": entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get("session_id"), str):
+            raise BadRequest(f"sessions[{i}]: expected a session id or {{session_id, evaluators?, expected?}}")
+        sessions.append(entry["session_id"])
+        only[entry["session_id"]] = entry.get("evaluators")
+        if entry.get("expected") is not None:
+            if not isinstance(entry["expected"], dict):
+                raise BadRequest(f"sessions[{i}].expected: a mapping of evaluator to pass, fail or edge")
+            explicit[entry["session_id"]] = entry["expected"]
+    from_labels = body.get("from_labels")
+    only_evaluator = None
+    if from_labels:
+        spec = from_labels if isinstance(from_labels, dict) else {}
+        verdicts = spec.get("verdicts") or list(DEFAULT_FROM_LABELS)
+        only_evaluator = spec.get("evaluator")
+        bad = [v for v in verdicts if v not in labels.VERDICTS]
+        if bad:
+            raise BadRequest(f"from_labels.verdicts: unknown verdict(s) {', '.join(map(str, bad))}")
+        for session_id in sessions_with_labels(engine, project_id, verdicts, only_evaluator):
+            if session_id not in only:
+                sessions.append(session_id)
+                only[session_id] = [only_evaluator] if only_evaluator else None
+    cases: list[dict[str, Any]] = []
+    labelled: dict[str, str] = {}
+    users: dict[str, str | None] = {}
+    groups: dict[tuple[str, ...] | None, list[str]] = {}
+    for session_id in sessions:
+        chosen = only[session_id]
+        key = tuple(chosen) if chosen else None
+        groups.setdefault(key, []).append(session_id)
+    for key, ids in groups.items():
+        found, versions, who = labelled_cases(engine, load, project_id, project, ids,
+                                                       evaluators=key, explicit=explicit)
+        cases.extend(found)
+        labelled.update(versions)
+        users.update(who)
+    for i, case in enumerate(body.get("cases") or []):
+        try:
+            cases.append(check_case(case))
+        except BadRequest as exc:
+            raise BadRequest(f"cases[{i}]: {exc.message}") from None
+    if body.get("conversations"):
+        expected = body.get("expected")
+        if expected is not None and not isinstance(expected, dict):
+            raise BadRequest("expected: a mapping of evaluator to pass or fail, for every conversation")
+        cases.extend(cases_from_conversations(body["conversations"], "conversations", expected,
+                                                       body.get("reward_dimension"), options))
+    if not cases:
+        raise BadRequest("nothing to add: give sessions, cases, conversations, or from_labels that match labels")
+    evaluator_names = {e for c in cases for e in c["expected"]}
+    pins = pins_for(engine, catalogue, evaluator_names, labelled)
+    with engine.begin() as conn:
+        return add_cases(conn, project_id, name, cases, pins=pins, author=body.get("author"),
+                                  note=body.get("note"), create=body.get("create", True) is not False,
+                                  user_ids=users)
 
 
 # -- JSONL --------------------------------------------------------------------

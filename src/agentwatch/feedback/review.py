@@ -248,7 +248,8 @@ def _alert_page(conn: Connection, project_id: int, flt: ReviewFilter, alerted: d
 
 
 def _describe(item: _Item) -> dict[str, Any]:
-    return {"session_id": item.session_id, "event_ns": item.event_ns, "reasons": item.reasons,
+    return {"session_id": item.session_id, "event_ns": item.event_ns,
+            "reasons": [r for r in REASONS if r in item.reasons],
             "failing": list(dict.fromkeys(item.failing)), "sampled_for": list(dict.fromkeys(item.sampled_for)),
             "alert_ids": item.alert_ids,
             "inclusion_probability": round(min(item.probabilities), 6) if item.probabilities else 1.0}
