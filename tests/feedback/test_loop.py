@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 import agentwatch
+from agentwatch.feedback.review import review_unit
 from agentwatch.testing import ServerProcess
 
 CONFIG = """\
@@ -176,8 +177,11 @@ def test_review_queue_samples_passing_sessions_with_their_inclusion_probability(
     assert all(i["inclusion_probability"] == 1.0 and set(i["sampled_for"]) == {"refund_limit", "tool_use"}
                for i in sampled)
     half = get(server, "/api/v1/review", sample_rate="0.5", state="all", reason="sample")["items"]
-    assert all(i["inclusion_probability"] == 0.5 for i in half)
-    assert {i["session"]["session_id"] for i in half} < {i["session"]["session_id"] for i in sampled}
+    assert all(i["inclusion_probability"] == 0.5 and i["reasons"] == ["sample"] for i in half)
+    drawn = {(i["session"]["session_id"], e) for i in half for e in i["sampled_for"]}
+    expected = {(i["session"]["session_id"], e) for i in everything for e in i["sampled_for"]
+                if review_unit(i["session"]["session_id"], e) < 0.5}
+    assert drawn == expected and 0 < len(drawn) < 13
     owned = get(server, "/api/v1/review", sample_rate="0", state="all", owner="platform")["items"]
     assert owned == []  # tool_use (platform's) failed nowhere
 
