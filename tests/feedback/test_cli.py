@@ -6,35 +6,14 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
+from feedback_helpers import CONFIG
+from feedback_helpers import refund_messages as refund
 from starlette.testclient import TestClient
 
 from agentwatch.api.app import create_app
 from agentwatch.cli import main
 from agentwatch.testing import configured_pipeline
 from agentwatch.traffic.importer import conversation_request
-
-CONFIG = """\
-project: shop
-evaluators:
-  - name: refund_limit
-    kind: rule
-    rule: numeric_bound
-    params: {tool: refund_api, field: amount, max_from: {tool: lookup_order, field: total}}
-    threshold: 1.0
-"""
-
-
-def refund(order: str, total: float, amount: float) -> list[dict[str, object]]:
-    return [
-        {"role": "user", "content": f"Refund order {order}"},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "a", "type": "function", "function": {
-            "name": "lookup_order", "arguments": json.dumps({"order_id": order})}}]},
-        {"role": "tool", "tool_call_id": "a", "content": json.dumps({"total": total})},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "b", "type": "function", "function": {
-            "name": "refund_api", "arguments": json.dumps({"order_id": order, "amount": amount})}}]},
-        {"role": "tool", "tool_call_id": "b", "content": "{}"},
-        {"role": "assistant", "content": "Refunded."},
-    ]
 
 
 def test_label_dataset_and_calibrate_from_the_command_line(tmp_path: Path) -> None:

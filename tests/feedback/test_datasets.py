@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from feedback_helpers import CONFIG
+from feedback_helpers import refund_messages as refund
 from sqlalchemy import insert, text, update
 from sqlalchemy.exc import DBAPIError
 from starlette.testclient import TestClient
@@ -23,34 +25,8 @@ from agentwatch.store import models as m
 from agentwatch.testing import configured_pipeline
 from agentwatch.traffic.importer import conversation_request
 
-CONFIG = """\
-project: shop
-evaluators:
-  - name: refund_limit
-    kind: rule
-    rule: numeric_bound
-    params: {tool: refund_api, field: amount, max_from: {tool: lookup_order, field: total, match: [order_id]}}
-    threshold: 1.0
-  - name: tool_use
-    kind: rule
-    rule: tool_error
-    threshold: 1.0
-"""
 T0 = 1_767_225_600 * 10**9
 PB = {"content-type": "application/x-protobuf"}
-
-
-def refund(order: str, total: float, amount: float, answer: str = "Done.") -> list[dict[str, Any]]:
-    return [
-        {"role": "user", "content": f"Refund order {order} please"},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "a", "type": "function", "function": {
-            "name": "lookup_order", "arguments": json.dumps({"order_id": order})}}]},
-        {"role": "tool", "tool_call_id": "a", "content": json.dumps({"order_id": order, "total": total})},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "b", "type": "function", "function": {
-            "name": "refund_api", "arguments": json.dumps({"order_id": order, "amount": amount})}}]},
-        {"role": "tool", "tool_call_id": "b", "content": json.dumps({"status": "refunded"})},
-        {"role": "assistant", "content": answer},
-    ]
 
 
 SESSIONS = {  # session id: (total, amount)
