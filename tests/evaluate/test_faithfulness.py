@@ -209,10 +209,12 @@ def test_what_the_user_said_supports_by_default_only() -> None:
     assert [c.text for c in unsupported(view.turns[0], view, {"supported_by": ["turn"]})] == ["$600"]
 
 
-def test_system_instructions_support_only_when_asked() -> None:
+def test_system_instructions_support_by_default_and_can_be_left_out() -> None:
     view = one_turn("insurance?", "Travel insurance is $30 per passenger.", system="Insurance costs $30 per passenger.")
-    assert [c.text for c in unsupported(view.turns[0], view)] == ["$30"]
-    assert unsupported(view.turns[0], view, {"supported_by": ["turn", "system"]}) == []
+    assert [c.text for c in unsupported(view.turns[0], view, {"supported_by": ["turn", "user"]})] == ["$30"]
+    assert unsupported(view.turns[0], view) == []
+    (claim,) = Faithfulness().claims(view)
+    assert claim.support == "the system prompt"
 
 
 def test_score_reason_and_turn_indices() -> None:
@@ -220,7 +222,7 @@ def test_score_reason_and_turn_indices() -> None:
                     results=[{"amount": 42.5, "order_id": "A-1001", "date": "2026-03-14"}])
     result = run(Faithfulness(), view)
     assert result.score == pytest.approx(3 / 5)
-    assert result.reason == "3/5 claims supported; unsupported: turn 0: $241 (money), turn 0: $465 (money)"
+    assert result.reason == "3/5 claims supported; unsupported, in no evidence: turn 0: $241 (money), turn 0: $465 (money)"
 
 
 def test_unsupported_list_is_capped() -> None:
@@ -247,11 +249,11 @@ def test_no_answer_text_is_an_evaluation_failure() -> None:
     ({"kinds": ["money", "colour"]},
      "evaluator 'faithfulness': parameter 'kinds' has unknown kind 'colour' (known: date, time, money, percent, id, number, term, name)"),
     ({"supported_by": ["turn", "web"]},
-     "evaluator 'faithfulness': parameter 'supported_by' has unknown source 'web' (known: turn, user, earlier_turns, system)"),
+     "evaluator 'faithfulness': parameter 'supported_by' has unknown source 'web' (known: turn, user, earlier_turns, arguments, system)"),
     ({"terms": "premium"}, "evaluator 'faithfulness': parameter 'terms' must be a list of non-empty strings, got 'premium'"),
     ({"answers": "last"}, "evaluator 'faithfulness': parameter 'answers' must be one of 'all', 'final', got 'last'"),
     ({"min_digits": 0}, "evaluator 'faithfulness': parameter 'min_digits' must be an integer >= 1, got 0"),
-    ({"treshold": 0.5}, "evaluator 'faithfulness': unknown parameter 'treshold' (known: answers, day_first, kinds, max_listed, min_digits, supported_by, terms)"),
+    ({"treshold": 0.5}, "evaluator 'faithfulness': unknown parameter 'treshold' (known: answers, arithmetic, day_first, kinds, max_listed, max_terms, min_digits, supported_by, terms)"),
 ])
 def test_bad_params_name_the_parameter(params: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError) as info:
@@ -291,7 +293,7 @@ def test_otel_genai_capture() -> None:
     assert [c.text for c in strict.unsupported(view.turns[1], view)] == ["3", "5"]
     result = run(strict, view)
     assert result.score == pytest.approx(2 / 5)
-    assert result.reason == "2/5 claims supported; unsupported: turn 0: 5 (number), turn 1: 3 (number), turn 1: 5 (number)"
+    assert result.reason == "2/5 claims supported; unsupported, in no evidence: turn 0: 5 (number), turn 1: 3 (number), turn 1: 5 (number)"
 
 
 # --------------------------------------------------------------------------- tau-bench
@@ -448,31 +450,32 @@ def expected_for(session: int, allowed: set[str]) -> dict[int, list[str]]:
 def test_tau_bench_flags_every_amount_and_date_missing_from_same_turn_results(tau: list[dict[str, Any]], session: int) -> None:
     """The issue's check: only tool results of the same turn count as support."""
     view = tau_view(tau[session], f"tau-{session}")
-    checker = Faithfulness({"kinds": ["money", "date"], "supported_by": ["turn"]})
+    checker = Faithfulness({"kinds": ["money", "date"], "supported_by": ["turn"], "arithmetic": False})
     result = run(checker, view)
     missing = sum(len(items) for items in TAU_EXPECTED[session].values())
     assert result.reason.startswith(f"{TAU_CLAIMS[session] - missing}/{TAU_CLAIMS[session]} claims supported")
-    assert flagged(view, {"kinds": ["money", "date"], "supported_by": ["turn"]}) == expected_for(session, set())
+    assert flagged(view, {"kinds": ["money", "date"], "supported_by": ["turn"], "arithmetic": False}) == expected_for(session, set())
 
 
 @pytest.mark.parametrize("session", sorted(TAU_EXPECTED))
 def test_tau_bench_default_also_accepts_what_the_user_said(tau: list[dict[str, Any]], session: int) -> None:
     view = tau_view(tau[session], f"tau-{session}")
-    assert flagged(view, {"kinds": ["money", "date"]}) == expected_for(session, {"user"})
+    assert flagged(view, {"kinds": ["money", "date"], "supported_by": ["turn", "user"], "arithmetic": False}) \
+        == expected_for(session, {"user"})
 
 
 @pytest.mark.parametrize("session", sorted(TAU_EXPECTED))
 def test_tau_bench_with_earlier_turns_only_computed_figures_remain(tau: list[dict[str, Any]], session: int) -> None:
     view = tau_view(tau[session], f"tau-{session}")
-    params = {"kinds": ["money", "date"], "supported_by": ["turn", "user", "earlier_turns"]}
+    params = {"kinds": ["money", "date"], "supported_by": ["turn", "user", "earlier_turns"], "arithmetic": False}
     assert flagged(view, params) == expected_for(session, {"user", "earlier"})
 
 
 def test_tau_bench_scores(tau: list[dict[str, Any]]) -> None:
-    result = run(Faithfulness({"kinds": ["money", "date"], "supported_by": ["turn"]}), tau_view(tau[2], "tau-2"))
-    assert result.reason.startswith("6/10 claims supported; unsupported: turn 2: $241 (money), turn 2: $3,538 (money)")
+    result = run(Faithfulness({"kinds": ["money", "date"], "supported_by": ["turn"], "arithmetic": False}), tau_view(tau[2], "tau-2"))
+    assert result.reason.startswith("6/10 claims supported; unsupported, in no evidence: turn 2: $241 (money), turn 2: $3,538 (money)")
     assert result.score == pytest.approx(0.6)
-    result = run(Faithfulness({"kinds": ["money", "date"]}), tau_view(tau[89], "tau-89"))
+    result = run(Faithfulness({"kinds": ["money", "date"], "supported_by": ["turn", "user"]}), tau_view(tau[89], "tau-89"))
     assert (result.score, result.reason) == (1.0, "6/6 claims supported")
 
 
@@ -556,4 +559,4 @@ def test_embedding_errors_are_evaluation_failures() -> None:
 
 def test_params_dataclass_defaults() -> None:
     params = FaithfulnessParams.parse(None)
-    assert params.supported_by == ("turn", "user") and params.answers == "all" and params.min_digits == 2
+    assert params.supported_by == ("turn", "user", "earlier_turns", "arguments", "system") and params.answers == "all" and params.min_digits == 2

@@ -99,8 +99,9 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from agentwatch.evaluate.arithmetic import Operand, explain
 from agentwatch.evaluate.base import EvalResult
-from agentwatch.evaluate.rules import ParamReader
+from agentwatch.evaluate.rules import ParamReader, ToolError
 from agentwatch.evaluate.session import SessionView, Turn
 from agentwatch.normalize.messages import message_text
 
@@ -122,7 +123,6 @@ __all__ = [
 CLAIM_KINDS = ("date", "time", "money", "percent", "id", "number", "term", "name")
 #: Kinds checked by default: all but capitalized names, which sentence starts make noisy.
 DEFAULT_KINDS = ("date", "time", "money", "percent", "id", "number", "term")
-SOURCES = ("turn", "user", "earlier_turns", "system")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +135,12 @@ class Claim:
     start: int = field(default=0, compare=False, repr=False)
     #: The turn it was found in (set by :func:`unsupported` and the evaluators).
     turn: int | None = field(default=None, compare=False, repr=False)
+    #: What backs it once checked (``"get_reservation_details result, turn 1"``, ``"$500 - $329"``);
+    #: ``""`` when nothing does; None when not checked.
+    support: str | None = field(default=None, compare=False, repr=False)
+    #: The digits end a longer number or id ("the card ending in 7803"): backed by an evidence number
+    #: or id that ends with them.
+    tail: bool = field(default=False, compare=False, repr=False)
 
     def __str__(self) -> str:
         return self.text
@@ -174,6 +180,13 @@ _ID_SNAKE = re.compile(r"(?<![\w-])[a-z][a-z0-9]*(?:_[a-z0-9]+)+(?![\w-])")
 _NUMBER = re.compile(rf"(?<![\w.,])({_NUM})(?![\w]|[.,]\d)")
 _EVIDENCE_NUMBER = re.compile(rf"(?<![A-Za-z0-9.,])({_NUM})(?![A-Za-z0-9]|[.,]\d)")
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*")
+_DIGIT_RUN = re.compile(r"\d{4,}")
+#: Words before a figure that say it is the end of a longer number: "card ending in 7803", "last four 6710".
+_TAIL_CONTEXT = re.compile(r"\b(?:ending (?:in|with)|ends (?:in|with)|last (?:four|4|three|3|five|5)"
+                           r"(?: digits)?(?: of)?|(?:number|no\.?) \W*(?:x+|\*+)|[x*]{3,}[-\s]?)\W*$", _I)
+#: Number words a per-item figure may be multiplied by ("for two passengers").
+_COUNT_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+                "both": 2, "twice": 2, "double": 2, "triple": 3}
 _NAME = re.compile(r"\b[A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+)+\b")
 _NAME_STOP = frozenset(
     "the a an your our my this that these those please dear hi hello thanks thank yes no flight flights here "
@@ -353,6 +366,10 @@ class _Index:
         self.times: set[str] = set()
         self.ids: set[str] = set()
         self.words: set[str] = set()
+        #: Digit runs of 4 or more (in ids and numbers), for "ending in 7803".
+        self.digit_runs: set[str] = set()
+        #: Lengths of JSON lists (2 passengers, 3 flights): the counts a per-item figure may be multiplied by.
+        self.list_lengths: set[int] = set()
         self.day_first = day_first
         self._chunks: list[str] = []
         for text in texts:
@@ -390,6 +407,7 @@ class _Index:
                 strings.append(str(key))
                 self._walk(item, strings)
         elif isinstance(value, list):
+            self.list_lengths.add(len(value))
             for item in value:
                 self._walk(item, strings)
 
@@ -407,6 +425,7 @@ class _Index:
             number = _canon(m.group(1))
             if number is not None:
                 self.numbers.add(number)
+        self.digit_runs.update(_DIGIT_RUN.findall(text))
         for m in _TOKEN.finditer(text):
             parts = re.split(r"[-_]", m.group(0).upper())[:8]
             for i in range(len(parts)):
@@ -419,6 +438,9 @@ class _Index:
     def supports(self, claim: Claim) -> bool:
         kind, value = claim.kind, claim.value
         if kind in ("money", "number"):
+            if claim.tail and len(value) >= 3 and value.isdigit():
+                return any(run.endswith(value) for run in self.digit_runs) or any(
+                    number.endswith(value) for number in self.numbers if len(number) > len(value))
             return value in self.numbers
         if kind == "percent":
             fraction = _canon(str(Decimal(value) / 100))
@@ -514,12 +536,24 @@ def _seen_tool_responses(turn: Turn) -> list[str]:
 
 # --------------------------------------------------------------------------- evaluator
 
+#: Where support may come from, in the order they are tried (a claim's support names the first that holds it).
+SOURCES = ("turn", "user", "earlier_turns", "arguments", "system")
+DEFAULT_SOURCES = SOURCES
+#: How a reason counts support, by source and for arithmetic.
+_CATEGORY_WORDS = {"turn": "the turn's evidence", "earlier_turns": "earlier turns", "user": "the user",
+                   "arguments": "tool arguments", "system": "the system prompt", "arithmetic": "arithmetic"}
+_ARITHMETIC_KINDS = frozenset({"money", "number"})
+_ACTION_ERRORS = ToolError()
+
 
 @dataclass(frozen=True, slots=True)
 class FaithfulnessParams:
     kinds: tuple[str, ...] = DEFAULT_KINDS
     terms: tuple[str, ...] = ()
-    supported_by: tuple[str, ...] = ("turn", "user")
+    supported_by: tuple[str, ...] = DEFAULT_SOURCES
+    #: Sums, differences and products over the figures on the table back a figure (see :mod:`.arithmetic`).
+    arithmetic: bool = True
+    max_terms: int = 3
     answers: str = "all"
     day_first: bool = False
     min_digits: int = 2
@@ -540,10 +574,15 @@ class FaithfulnessParams:
             if unknown:
                 raise ValueError(f"{p.owner}: parameter 'supported_by' has unknown source {unknown[0]!r} "
                                  f"(known: {', '.join(SOURCES)})")
+        max_terms = p.integer("max_terms", minimum=2)
+        if max_terms is not None and max_terms > 4:
+            raise p.error("max_terms", "an integer from 2 to 4")
         return cls(
             kinds=kinds or DEFAULT_KINDS,
             terms=p.strings("terms", allow_empty=True) or (),
-            supported_by=sources or ("turn", "user"),
+            supported_by=sources or DEFAULT_SOURCES,
+            arithmetic=p.boolean("arithmetic", True),
+            max_terms=max_terms or 3,
             answers=p.string("answers", choices=("all", "final")) or "all",
             day_first=p.boolean("day_first", False),
             min_digits=p.integer("min_digits", minimum=1) or 2,
@@ -551,73 +590,226 @@ class FaithfulnessParams:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """One body of evidence: where it comes from (``category``), how a reason names it, its index."""
+
+    category: str
+    label: str
+    index: _Index
+
+
 class _Checker:
-    """Claims and their support, turn by turn, with each turn's evidence indexed once."""
+    """Claims and their support, turn by turn in conversation order, each body of evidence indexed once.
+
+    Turns are checked in order because arithmetic reads the figures already on
+    the table: the supported figures of earlier answers and what the user said.
+    """
 
     def __init__(self, params: FaithfulnessParams, session: SessionView | None) -> None:
         self.params = params
         self.session = session
         self.terms = _term_patterns(params.terms)
         self.names = "name" in params.kinds
-        self._turn_index: dict[int, _Index] = {}
+        self._results: dict[int, list[_Source]] = {}
+        self._arguments: dict[int, list[_Source]] = {}
+        self._texts: dict[str, _Index] = {}
+        #: Figures on the table so far (supported figures of answers, the user's figures), in order.
+        self.table: list[Operand] = []
+        self.counts: set[int] = set()
+        self._users_tabled: set[int] = set()
 
-    def index(self, turn: Turn) -> _Index:
-        found = self._turn_index.get(turn.index)
+    def _indexed(self, category: str, label: str, texts: Sequence[str]) -> list[_Source]:
+        """One source per distinct text, each text indexed once per session."""
+        out: list[_Source] = []
+        for text in dict.fromkeys(t for t in texts if t):
+            index = self._texts.get(text)
+            if index is None:
+                index = self._texts[text] = _Index([text], self.params.day_first)
+            out.append(_Source(category, label, index))
+        return out
+
+    def results(self, turn: Turn) -> list[_Source]:
+        """The turn's tool results and retrieved documents, one source each."""
+        found = self._results.get(turn.index)
         if found is None:
-            found = self._turn_index[turn.index] = _Index(_evidence_texts(turn), self.params.day_first)
+            found = []
+            for call in turn.tool_calls:
+                if call.result is not None:
+                    found.extend(self._indexed("turn", f"{call.name} result, turn {turn.index}",
+                                               [_dump(call.result)]))
+            for doc in turn.documents:
+                if doc.get("content"):
+                    name = doc.get("id") or doc.get("title") or "document"
+                    found.extend(self._indexed("turn", f"retrieved {name}, turn {turn.index}",
+                                               [_dump(doc["content"])]))
+            self._results[turn.index] = found
         return found
+
+    def arguments(self, turn: Turn) -> list[_Source]:
+        """The arguments of the turn's tool calls that worked: what was searched, booked, refunded."""
+        found = self._arguments.get(turn.index)
+        if found is None:
+            found = [source for call in turn.tool_calls
+                     if call.arguments is not None and _ACTION_ERRORS.problem(call) is None
+                     for source in self._indexed("arguments", f"{call.name} arguments, turn {turn.index}",
+                                                 [_dump(call.arguments)])]
+            self._arguments[turn.index] = found
+        return found
+
+    def _earlier(self, turn: Turn) -> list[Turn]:
+        if self.session is None:
+            return []
+        return [t for t in self.session.turns if t.index < turn.index]
+
+    def sources(self, turn: Turn) -> list[_Source]:
+        params = self.params
+        out: list[_Source] = []
+        if "turn" in params.supported_by:
+            out.extend(self.results(turn))
+        if "user" in params.supported_by:
+            out.extend(self._indexed("user", "the user", _user_texts(self.session, turn)))
+        if "earlier_turns" in params.supported_by:
+            for earlier in reversed(self._earlier(turn)):
+                out.extend(_Source("earlier_turns", s.label, s.index) for s in self.results(earlier))
+            out.extend(self._indexed("earlier_turns", "a tool response the model saw", _seen_tool_responses(turn)))
+        if "arguments" in params.supported_by:
+            for t in [turn, *reversed(self._earlier(turn))]:
+                out.extend(self.arguments(t))
+        if "system" in params.supported_by:
+            out.extend(self._indexed("system", "the system prompt", _system_texts(turn)))
+        return out
 
     def claims(self, turn: Turn) -> list[Claim]:
         """The turn's distinct checkable claims, first occurrence kept."""
         seen: set[tuple[str, str]] = set()
         out = []
         for text in _answer_texts(turn, self.params.answers):
-            for claim in _scan(text, terms=self.terms, names=self.names, day_first=self.params.day_first,
-                               min_digits=self.params.min_digits):
+            for claim in self._scan(text):
                 key = (claim.kind, claim.value)
                 if claim.kind in self.params.kinds and key not in seen:
                     seen.add(key)
                     out.append(replace(claim, turn=turn.index))
         return out
 
-    def sources(self, turn: Turn) -> list[_Index]:
-        params = self.params
-        out = []
-        if "turn" in params.supported_by:
-            out.append(self.index(turn))
-        if "user" in params.supported_by:
-            out.append(_Index(_user_texts(self.session, turn), params.day_first))
-        if "earlier_turns" in params.supported_by:
-            if self.session is not None:
-                out.extend(self.index(t) for t in self.session.turns if t.index < turn.index)
-            out.append(_Index(_seen_tool_responses(turn), params.day_first))
-        if "system" in params.supported_by:
-            out.append(_Index(_system_texts(turn), params.day_first))
-        return out
+    def _scan(self, text: str) -> list[Claim]:
+        found = _scan(text, terms=self.terms, names=self.names, day_first=self.params.day_first,
+                      min_digits=self.params.min_digits)
+        return [replace(c, tail=True) if c.kind == "number" and _TAIL_CONTEXT.search(text[:c.start]) else c
+                for c in found]
+
+    def _table_user(self, turn: Turn) -> None:
+        """The user's figures up to ``turn`` join the table (once per turn)."""
+        turns = [*self._earlier(turn), turn]
+        for t in turns:
+            if t.index in self._users_tabled:
+                continue
+            self._users_tabled.add(t.index)
+            for claim in self._scan(t.user_text):
+                if claim.kind in _ARITHMETIC_KINDS and not claim.tail:
+                    self.table.append(Operand(Decimal(claim.value), claim.text))
+            self.counts.update(_small_counts(t.user_text))
+            for source in self.results(t):
+                self.counts.update(n for n in source.index.list_lengths if 2 <= n <= 9)
+                self.counts.update(int(n) for n in source.index.numbers if n.isdigit() and 2 <= int(n) <= 9)
 
     def check(self, turn: Turn) -> tuple[list[Claim], list[Claim]]:
-        """``(checkable, unsupported)`` claims of ``turn``."""
+        """``(checkable, unsupported)`` claims of ``turn``, each with its ``support``.
+
+        Call it for the turns in conversation order: arithmetic reads the figures of earlier answers.
+        """
         found = self.claims(turn)
+        if self.params.arithmetic:
+            self._table_user(turn)
         if not found:
             return [], []
         sources = self.sources(turn)
-        return found, [c for c in found if not any(source.supports(c) for source in sources)]
+        checked: list[Claim] = []
+        for claim in found:
+            source = next((s for s in sources if s.index.supports(claim)), None)
+            checked.append(replace(claim, support=_support_text(source) if source else ""))
+        if self.params.arithmetic:
+            for text in _answer_texts(turn, self.params.answers):
+                self.counts.update(_small_counts(text))
+            checked = self._arithmetic(checked)
+        return checked, [c for c in checked if not c.support]
+
+    def _arithmetic(self, checked: list[Claim]) -> list[Claim]:
+        """Unsupported figures that the figures on the table (this answer's included) add up to."""
+        def operand(claim: Claim) -> Operand:
+            return Operand(Decimal(claim.value), claim.text)
+
+        mine = [operand(c) for c in checked if c.support and c.kind in _ARITHMETIC_KINDS and not c.tail]
+        changed = True
+        while changed:
+            changed = False
+            for i, claim in enumerate(checked):
+                if claim.support or claim.kind not in _ARITHMETIC_KINDS or claim.tail:
+                    continue
+                how = explain(Decimal(claim.value), [*self.table, *mine], max_terms=self.params.max_terms,
+                              counts=self.counts)
+                if how is not None:
+                    checked[i] = replace(claim, support=f"= {how}")
+                    mine.append(operand(claim))
+                    changed = True
+        self.table.extend(mine)
+        return checked
+
+
+def _support_text(source: _Source) -> str:
+    return source.label
+
+
+def _small_counts(text: str) -> set[int]:
+    """Counts 2-9 written in ``text`` as digits or words ("2 bags", "three passengers", "both")."""
+    out = {int(d) for d in re.findall(r"(?<![\d.,$])\b([2-9])\b(?![\d.,])", text)}
+    out.update(_COUNT_WORDS[w] for w in _WORD.findall(text.lower()) if w in _COUNT_WORDS)
+    return out
+
+
+def _category(claim: Claim) -> str:
+    support = claim.support or ""
+    if support.startswith("= "):
+        return "arithmetic"
+    if support == "the user":
+        return "user"
+    if support == "the system prompt":
+        return "system"
+    if " arguments, turn " in support:
+        return "arguments"
+    if claim.turn is not None and support.endswith(f", turn {claim.turn}"):
+        return "turn"
+    return "earlier_turns"
+
+
+def _checked_session(params: FaithfulnessParams, session: SessionView) -> list[Claim]:
+    checker = _Checker(params, session)
+    out: list[Claim] = []
+    for turn in session.turns:
+        out.extend(checker.check(turn)[0])
+    return out
 
 
 def unsupported(turn: Turn, session: SessionView | None = None,
                 params: FaithfulnessParams | Mapping[str, Any] | None = None) -> list[Claim]:
     """The claims of ``turn``'s answers that its evidence (and ``supported_by`` sources) do not back.
 
-    ``session`` is needed for the ``user`` source beyond this turn's own model
-    calls and for ``earlier_turns``.
+    ``session`` is needed for every source beyond this turn's own model calls
+    and for arithmetic over the figures of earlier answers.
     """
     if not isinstance(params, FaithfulnessParams):
         params = FaithfulnessParams.parse(params)
-    return _Checker(params, session).check(turn)[1]
+    checker = _Checker(params, session)
+    if session is not None:
+        for earlier in session.turns:
+            if earlier.index >= turn.index:
+                break
+            checker.check(earlier)
+    return checker.check(turn)[1]
 
 
 class Faithfulness:
-    """Share of the answers' checkable claims backed by the same turn's evidence (see the module doc)."""
+    """Share of the answers' checkable claims that the evidence backs, as a reader would (see the module doc)."""
 
     name = "faithfulness"
 
@@ -626,6 +818,10 @@ class Faithfulness:
 
     def unsupported(self, turn: Turn, session: SessionView | None = None) -> list[Claim]:
         return unsupported(turn, session, self.params)
+
+    def claims(self, session: SessionView) -> list[Claim]:
+        """Every checkable claim of the session, in order, each with its ``turn`` and ``support``."""
+        return _checked_session(self.params, session)
 
     async def evaluate(self, session: SessionView) -> EvalResult:
         try:
@@ -636,23 +832,34 @@ class Faithfulness:
     def _evaluate(self, session: SessionView) -> EvalResult:
         if not any(_answer_texts(turn, self.params.answers) for turn in session.turns):
             return EvalResult.failure("no agent answer text in the session; is message content capture on?")
-        checker = _Checker(self.params, session)
-        total = 0
-        missing: list[Claim] = []
-        for turn in session.turns:
-            found, bad = checker.check(turn)
-            total += len(found)
-            missing.extend(bad)
-        if total == 0:
+        found = _checked_session(self.params, session)
+        if not found:
             return EvalResult.ok(1.0, reason="no checkable claims")
-        supported = total - len(missing)
-        reason = f"{supported}/{total} claims supported"
+        missing = [c for c in found if not c.support]
+        supported = len(found) - len(missing)
+        by: dict[str, int] = {}
+        for claim in found:
+            if claim.support:
+                by[_category(claim)] = by.get(_category(claim), 0) + 1
+        reason = f"{supported}/{len(found)} claims supported"
+        if set(by) - {"turn"}:
+            reason += " (" + ", ".join(f"{by[c]} by {_CATEGORY_WORDS[c]}" for c in _CATEGORY_WORDS if c in by) + ")"
+        limit = self.params.max_listed
         if missing:
-            limit = self.params.max_listed
             listed = ", ".join(f"turn {c.turn}: {c.text} ({c.kind})" for c in missing[:limit])
             more = f", and {len(missing) - limit} more" if len(missing) > limit else ""
-            reason += f"; unsupported: {listed}{more}"
-        return EvalResult.ok(supported / total, reason=reason)
+            reason += f"; unsupported, in no evidence: {listed}{more}"
+        beyond = [c for c in found if c.support and _category(c) not in ("turn", "user")]
+        if beyond:
+            listed = ", ".join(f"turn {c.turn}: {c.text} ({_because(c)})" for c in beyond[:limit])
+            more = f", and {len(beyond) - limit} more" if len(beyond) > limit else ""
+            reason += f"; supported beyond the turn: {listed}{more}"
+        return EvalResult.ok(supported / len(found), reason=reason)
+
+
+def _because(claim: Claim) -> str:
+    support = claim.support or ""
+    return support if support.startswith("= ") else f"in {support}"
 
 
 # --------------------------------------------------------------------------- embeddings
