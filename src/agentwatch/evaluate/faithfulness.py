@@ -115,6 +115,8 @@ __all__ = [
     "FaithfulnessParams",
     "claims",
     "cosine",
+    "dates_in",
+    "same_date",
     "sentences",
     "unsupported",
 ]
@@ -341,6 +343,17 @@ def _scan(text: str, *, terms: Sequence[tuple[str, re.Pattern[str]]] = (), names
                 add("name", m.start() + words[0].start(), m.end(), " ".join(w.group(0).lower() for w in words))
     found.sort(key=lambda c: c.start)
     return found
+
+
+def dates_in(text: str, *, day_first: bool = False) -> list[str]:
+    """The dates written in ``text``, normalized (``2026-03-14``; ``--03-14`` without a year), in any form
+    :func:`claims` reads."""
+    return [value for _, _, value in sorted(_dates(text, day_first))]
+
+
+def same_date(a: str, b: str) -> bool:
+    """Two normalized dates are one day: same month and day, and the same year where both have one."""
+    return a[-5:] == b[-5:] and (a.startswith("--") or b.startswith("--") or a[:4] == b[:4])
 
 
 def claims(text: str, *, terms: Sequence[str] = (), names: bool = False, day_first: bool = False,

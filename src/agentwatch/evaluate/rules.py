@@ -1201,6 +1201,8 @@ RULES: dict[str, type[Rule]] = {
 
 def make_rule(name: str, params: Mapping[str, Any] | None = None) -> Evaluator:
     """The rule called ``name`` built from ``params``; ValueError for an unknown name or bad params."""
+    import agentwatch.evaluate.policy  # noqa: F401  (registers the policy rules, which build on this module)
+
     cls = RULES.get(name)
     if cls is None:
         raise ValueError(f"unknown rule {name!r} (known: {', '.join(sorted(RULES))})")
