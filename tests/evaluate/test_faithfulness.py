@@ -560,3 +560,113 @@ def test_embedding_errors_are_evaluation_failures() -> None:
 def test_params_dataclass_defaults() -> None:
     params = FaithfulnessParams.parse(None)
     assert params.supported_by == ("turn", "user", "earlier_turns", "arguments", "system") and params.answers == "all" and params.min_digits == 2
+
+
+# --------------------------------------------------------------------------- reading like a person
+
+
+def conversation(*turns: tuple[str, Sequence[tuple[str, Any, Any]], str], system: str | None = None) -> SessionView:
+    """One trace per ``(user, [(tool, arguments, result)], answer)``; each model call sees the conversation so far."""
+    spans: list[Span] = []
+    history: list[dict[str, Any]] = []
+    for t, (user, calls, answer) in enumerate(turns):
+        trace, start = f"c{t}", T0 + t * 60 * 10**9
+        history.append(text_msg("user", user))
+        spans.append(make_span(trace, "1", name="invoke_agent bot", start_ns=start, duration_ms=1000,
+                               attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.conversation.id": "sess-1"}))
+        for i, (name, args, result) in enumerate(calls):
+            spans.append(make_span(trace, f"{i + 10:x}", parent="1", name=f"execute_tool {name}",
+                                   start_ns=start + (i + 1) * 10**6, attributes={
+                                       "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name,
+                                       "gen_ai.tool.call.arguments": json.dumps(args),
+                                       "gen_ai.tool.call.result": result if isinstance(result, str) else json.dumps(result)}))
+        attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+                 "gen_ai.input.messages": json.dumps(history),
+                 "gen_ai.output.messages": json.dumps([text_msg("assistant", answer)])}
+        if system is not None:
+            attrs["gen_ai.system_instructions"] = json.dumps([{"type": "text", "content": system}])
+        spans.append(make_span(trace, "40", parent="1", name="chat gpt-4o-mini", start_ns=start + 100 * 10**6,
+                               attributes=attrs))
+        history.append(text_msg("assistant", answer))
+    return view_of(spans)
+
+
+def support(view: SessionView, params: dict[str, Any] | None = None) -> dict[str, str]:
+    return {c.text: c.support or "" for c in Faithfulness(params).claims(view)}
+
+
+WALLET = {"voucher_5521": {"balance": 500}, "card_8817630": {"brand": "visa"}}
+
+
+def test_a_difference_of_figures_on_the_table_is_supported_and_says_how() -> None:
+    view = conversation(
+        ("What is on my account?", [("get_wallet", {"user": "kim"}, WALLET)], "Your voucher holds $500."),
+        ("Book the trip with it.", [("quote", {"trip": "T1"}, {"total": 329})],
+         "The trip is $329; $171 will be left on the voucher."))
+    assert support(view) == {"$500": "get_wallet result, turn 0", "$329": "quote result, turn 1",
+                             "$171": "= $500 - $329"}
+    result = run(Faithfulness(), view)
+    assert result.score == 1.0
+    assert result.reason == ("3/3 claims supported (2 by the turn's evidence, 1 by arithmetic); supported beyond the "
+                             "turn: turn 1: $171 (= $500 - $329)")
+
+
+def test_sums_of_three_and_per_count_products() -> None:
+    legs = [{"leg": "A", "price": 120}, {"leg": "B", "price": 45}, {"leg": "C", "price": 30}]
+    view = conversation(("Price the three legs for my group of three.", [("price_legs", {}, legs)],
+                         "Legs: $120, $45 and $30, $195 per person, so $585 for the three of you."))
+    found = support(view)
+    assert found["$195"] == "= $120 + $45 + $30"
+    assert found["$585"] == "= 3 x $195"
+
+
+def test_arithmetic_uses_only_figures_said_not_every_number_of_the_evidence() -> None:
+    # 100 + 71 = 171, but neither figure was put in front of the user: a reader cannot check $171.
+    view = conversation(("Balance?", [("get_wallet", {}, {"a": 100, "b": 71, "c": 12})], "You have $171 left."))
+    assert support(view) == {"$171": ""}
+    assert run(Faithfulness(), view).reason == "0/1 claims supported; unsupported, in no evidence: turn 0: $171 (money)"
+    told = conversation(("Balance?", [("get_wallet", {}, {"a": 100, "b": 71})], "$100 plus $71: you have $171 left."))
+    assert support(told)["$171"] == "= $100 + $71"
+    assert support(told, {"arithmetic": False})["$171"] == ""
+
+
+def test_four_terms_only_when_asked() -> None:
+    view = conversation(("Total?", [("items", {}, [10, 20, 40, 80])], "Items of $10, $20, $40 and $80: $150 in all."))
+    assert support(view)["$150"] == "", "no three of them add up to 150"
+    assert support(view, {"max_terms": 4})["$150"] == "= $10 + $20 + $40 + $80"
+
+
+def test_evidence_of_earlier_turns_the_system_prompt_and_tool_arguments() -> None:
+    view = conversation(
+        ("My booking?", [("get_booking", {"id": "BK77"}, {"flight_date": "2025-07-04", "fare": 230})],
+         "Booking BK77 flies on 2025-07-04."),
+        ("Move it a day later.", [("search", {"date": "2025-07-05"}, [{"flight": "ZZ12", "fare": 250}])],
+         "On July 5th flight ZZ12 costs $250, $20 more than your $230 fare; changes cost $75 under our policy."),
+        system="Changing a flight costs $75.")
+    found = support(view)
+    assert found["July 5th"] == "search arguments, turn 1", "what was searched for"
+    assert found["$230"] == "get_booking result, turn 0"
+    assert found["$75"] == "the system prompt"
+    assert found["$20"] == "= $250 - $230"
+    strict = support(view, {"supported_by": ["turn"], "arithmetic": False})
+    assert [text for text, how in strict.items() if not how] == ["BK77", "July 5th", "$20", "$230", "$75"]
+
+
+def test_arguments_of_a_call_that_failed_are_no_evidence() -> None:
+    view = conversation(("Search the 9th.", [("search", {"date": "2025-07-09"}, "Error: no flights on that day")],
+                         "There is nothing on 2025-07-09."))
+    assert support(view) == {"2025-07-09": ""}
+
+
+def test_the_tail_of_a_card_or_account_number() -> None:
+    view = conversation(("Which card?", [("get_wallet", {}, WALLET)],
+                         "I will charge the Visa ending in 7630, not the one ending in 4411."))
+    found = support(view)
+    assert found["7630"] == "get_wallet result, turn 0"
+    assert found["4411"] == ""
+
+
+def test_max_terms_is_checked() -> None:
+    with pytest.raises(ValueError) as info:
+        Faithfulness({"max_terms": 5})
+    assert str(info.value) == "evaluator 'faithfulness': parameter 'max_terms' must be an integer from 2 to 4, got 5"

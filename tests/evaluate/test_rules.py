@@ -119,8 +119,9 @@ def raises(cls: Any, params: Any) -> str:
 
 
 def test_registry_names_every_rule() -> None:
-    assert sorted(RULES) == ["answer_pattern", "budget", "confirmation", "date_window", "numeric_bound",
-                             "required_tool", "tool_allowlist", "tool_error", "tool_schema"]
+    assert sorted(RULES) == ["answer_pattern", "budget", "call_limit", "confirmation", "date_window",
+                             "grounded_arguments", "numeric_bound", "required_tool", "tool_allowlist", "tool_error",
+                             "tool_schema"]
     assert all(cls.name == name for name, cls in RULES.items())
     assert isinstance(make_rule("budget", {"max_turns": 3}), Budget)
 
@@ -128,8 +129,9 @@ def test_registry_names_every_rule() -> None:
 def test_unknown_rule() -> None:
     with pytest.raises(ValueError) as info:
         make_rule("tool_eror", {})
-    assert str(info.value) == ("unknown rule 'tool_eror' (known: answer_pattern, budget, confirmation, date_window, "
-                               "numeric_bound, required_tool, tool_allowlist, tool_error, tool_schema)")
+    assert str(info.value) == ("unknown rule 'tool_eror' (known: answer_pattern, budget, call_limit, confirmation, "
+                               "date_window, grounded_arguments, numeric_bound, required_tool, tool_allowlist, "
+                               "tool_error, tool_schema)")
 
 
 @pytest.mark.parametrize(("name", "params", "message"), [

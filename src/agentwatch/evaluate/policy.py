@@ -51,8 +51,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from agentwatch.evaluate import faithfulness
 from agentwatch.evaluate.base import EvalResult
-from agentwatch.evaluate.faithfulness import dates_in, same_date
 from agentwatch.evaluate.rules import RULES, ParamReader, Rule, ToolError, _json, _listing, _matches, _number, _short
 from agentwatch.evaluate.session import SessionView, ToolCall, Turn
 from agentwatch.normalize.messages import message_text
@@ -109,7 +109,7 @@ class _Record:
                 self.numbers.add(abs(number))
 
     def add_text(self, text: str) -> None:
-        self.dates.update(dates_in(text))
+        self.dates.update(faithfulness.dates_in(text))
         self.strings.update(token.lower() for token in _TOKEN.findall(text))
         for m in _NUMBER.finditer(text):
             number = _number(m.group(1))
@@ -125,8 +125,8 @@ class _Record:
         if isinstance(value, str):
             if value.strip().lower() in self.strings:
                 return True
-            written = dates_in(value)
-            return len(written) == 1 and any(same_date(written[0], seen) for seen in self.dates)
+            written = faithfulness.dates_in(value)
+            return len(written) == 1 and any(faithfulness.same_date(written[0], seen) for seen in self.dates)
         return True  # lists and objects: their leaves are what a path should name
 
 

@@ -1201,9 +1201,11 @@ RULES: dict[str, type[Rule]] = {
 
 def make_rule(name: str, params: Mapping[str, Any] | None = None) -> Evaluator:
     """The rule called ``name`` built from ``params``; ValueError for an unknown name or bad params."""
-    import agentwatch.evaluate.policy  # noqa: F401  (registers the policy rules, which build on this module)
-
     cls = RULES.get(name)
     if cls is None:
         raise ValueError(f"unknown rule {name!r} (known: {', '.join(sorted(RULES))})")
     return cls(params)
+
+
+# The policy rules (grounded_arguments, call_limit) build on this module's helpers and add themselves to RULES.
+from agentwatch.evaluate import policy as _policy  # noqa: E402, F401
