@@ -44,7 +44,8 @@ evaluators:
      params: {tools: [book_reservation, cancel_reservation, update_reservation_flights,
                       update_reservation_passengers, update_reservation_baggages, send_certificate]}}
   - {name: budget, kind: rule, rule: budget, params: {max_turns: 20, max_tool_calls: 30}, threshold: 1.0}
-  - {name: faithfulness, kind: faithfulness, threshold: 1.0}
+  - {name: faithfulness, kind: faithfulness, threshold: 1.0,
+     params: {outcome_tools: [book_reservation, cancel_reservation, "update_reservation_*", send_certificate]}}
   # The airline's policy as configuration: the ids and amounts of an action were on the record (a tool
   # result, the user, or what the agent told the user), and one action per reservation in a session.
   - {name: grounded_actions, kind: rule, rule: grounded_arguments, threshold: 1.0,

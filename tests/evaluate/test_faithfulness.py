@@ -670,3 +670,30 @@ def test_max_terms_is_checked() -> None:
     with pytest.raises(ValueError) as info:
         Faithfulness({"max_terms": 5})
     assert str(info.value) == "evaluator 'faithfulness': parameter 'max_terms' must be an integer from 2 to 4, got 5"
+
+
+def test_an_amount_reported_as_what_an_action_did_is_checked_against_its_result() -> None:
+    quote = {"options": [{"fare": 600}, {"fare": 1200}]}
+    charged = {"booking": "NB1", "payments": [{"card": "card_8817630", "amount": 1200}],
+               "legs": [{"fare": 700}, {"fare": 500}]}
+    view = conversation(
+        ("Upgrade me, my budget is $600.", [("quote", {}, quote)], "One seat is $600, both are $1200. Shall I?"),
+        ("Yes, both.", [("upgrade_booking", {"seats": 2}, charged)],
+         "Done: the payment of $600 has been processed. The new legs are $700 and $500."))
+    params = {"outcome_tools": ["upgrade_*"]}
+    found = {(c.turn, c.text): c for c in Faithfulness(params).claims(view)}
+    # $600 is everywhere (the user's budget, the quote), but the upgrade charged 1200.
+    assert found[(1, "$600")].support == "" and found[(1, "$600")].outcome
+    assert found[(1, "$700")].support == "upgrade_booking result, turn 1", "not an outcome sentence"
+    result = run(Faithfulness(params), view)
+    assert "unsupported, in no evidence: turn 1: $600 (money, not what the action returned)" in result.reason
+    assert support(view)["$600"] == "the user", "without outcome_tools any evidence backs it"
+    right = conversation(("Upgrade both.", [("upgrade_booking", {"seats": 2}, charged)],
+                          "Done: $1200 was charged to your card, $700 + $500 for the two legs."))
+    assert support(right, params)["$1200"] == "upgrade_booking result, turn 0"
+    total = conversation(("Upgrade both.", [("upgrade_booking", {"seats": 2}, {"legs": [{"fare": 700}, {"fare": 500}]})],
+                          "Done: you were charged $1200 in all."))
+    assert support(total, params)["$1200"] == "= 700 (upgrade_booking result, turn 0) + 500 (upgrade_booking result, turn 0)"
+    failed = conversation(("Upgrade both.", [("upgrade_booking", {"seats": 2}, "Error: card declined")],
+                           "Sorry, the $1200 could not be charged."))
+    assert support(failed, params)["$1200"] == "", "no action worked: the usual sources, and none holds it"

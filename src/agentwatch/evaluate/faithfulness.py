@@ -101,7 +101,7 @@ from typing import Any
 
 from agentwatch.evaluate.arithmetic import Operand, explain
 from agentwatch.evaluate.base import EvalResult
-from agentwatch.evaluate.rules import ParamReader, ToolError
+from agentwatch.evaluate.rules import ParamReader, ToolError, _matches
 from agentwatch.evaluate.session import SessionView, Turn
 from agentwatch.normalize.messages import message_text
 
@@ -143,6 +143,9 @@ class Claim:
     #: The digits end a longer number or id ("the card ending in 7803"): backed by an evidence number
     #: or id that ends with them.
     tail: bool = field(default=False, compare=False, repr=False)
+    #: An amount stated as what an action did ("$600 has been charged"): checked against the action's result
+    #: when ``outcome_tools`` are configured.
+    outcome: bool = field(default=False, compare=False, repr=False)
 
     def __str__(self) -> str:
         return self.text
@@ -556,6 +559,11 @@ DEFAULT_SOURCES = SOURCES
 _CATEGORY_WORDS = {"turn": "the turn's evidence", "earlier_turns": "earlier turns", "user": "the user",
                    "arguments": "tool arguments", "system": "the system prompt", "arithmetic": "arithmetic"}
 _ARITHMETIC_KINDS = frozenset({"money", "number"})
+#: A sentence that reports what an action did with money.
+DEFAULT_OUTCOME_PATTERNS = (
+    r"\b(?:processed|charged|refunded|deducted|credited|debited|billed|paid|reimbursed)\b",
+    r"\brefund of\b",
+)
 _ACTION_ERRORS = ToolError()
 
 
@@ -567,6 +575,9 @@ class FaithfulnessParams:
     #: Sums, differences and products over the figures on the table back a figure (see :mod:`.arithmetic`).
     arithmetic: bool = True
     max_terms: int = 3
+    #: Tools whose result states what an action did (globs); amounts reported as outcomes are checked against it.
+    outcome_tools: tuple[str, ...] = ()
+    outcome_patterns: tuple[str, ...] = DEFAULT_OUTCOME_PATTERNS
     answers: str = "all"
     day_first: bool = False
     min_digits: int = 2
@@ -587,6 +598,7 @@ class FaithfulnessParams:
             if unknown:
                 raise ValueError(f"{p.owner}: parameter 'supported_by' has unknown source {unknown[0]!r} "
                                  f"(known: {', '.join(SOURCES)})")
+        p.regexes("outcome_patterns", p.strings("outcome_patterns") or (), re.IGNORECASE)
         max_terms = p.integer("max_terms", minimum=2)
         if max_terms is not None and max_terms > 4:
             raise p.error("max_terms", "an integer from 2 to 4")
@@ -596,6 +608,8 @@ class FaithfulnessParams:
             supported_by=sources or DEFAULT_SOURCES,
             arithmetic=p.boolean("arithmetic", True),
             max_terms=max_terms or 3,
+            outcome_tools=p.strings("outcome_tools", allow_empty=True) or (),
+            outcome_patterns=p.strings("outcome_patterns") or DEFAULT_OUTCOME_PATTERNS,
             answers=p.string("answers", choices=("all", "final")) or "all",
             day_first=p.boolean("day_first", False),
             min_digits=p.integer("min_digits", minimum=1) or 2,
@@ -624,6 +638,7 @@ class _Checker:
         self.session = session
         self.terms = _term_patterns(params.terms)
         self.names = "name" in params.kinds
+        self._outcome = [re.compile(pattern, re.IGNORECASE) for pattern in params.outcome_patterns]
         self._results: dict[int, list[_Source]] = {}
         self._arguments: dict[int, list[_Source]] = {}
         self._texts: dict[str, _Index] = {}
@@ -694,16 +709,36 @@ class _Checker:
         return out
 
     def claims(self, turn: Turn) -> list[Claim]:
-        """The turn's distinct checkable claims, first occurrence kept."""
-        seen: set[tuple[str, str]] = set()
-        out = []
+        """The turn's distinct checkable claims, first occurrence kept (an outcome if any occurrence is one)."""
+        seen: dict[tuple[str, str], int] = {}
+        out: list[Claim] = []
         for text in _answer_texts(turn, self.params.answers):
+            outcomes = self._outcome_spans(text)
             for claim in self._scan(text):
                 key = (claim.kind, claim.value)
-                if claim.kind in self.params.kinds and key not in seen:
-                    seen.add(key)
-                    out.append(replace(claim, turn=turn.index))
+                if claim.kind not in self.params.kinds:
+                    continue
+                outcome = claim.kind == "money" and any(a <= claim.start < b for a, b in outcomes)
+                if key not in seen:
+                    seen[key] = len(out)
+                    out.append(replace(claim, turn=turn.index, outcome=outcome))
+                elif outcome:
+                    out[seen[key]] = replace(out[seen[key]], outcome=True)
         return out
+
+    def _outcome_spans(self, text: str) -> list[tuple[int, int]]:
+        """Where the sentences (and list lines) that report an action's outcome are."""
+        if not self.params.outcome_tools:
+            return []
+        spans = []
+        start = 0
+        for m in [*re.finditer(r"(?<=[.!?])\s+|\n+", text), None]:
+            end = m.start() if m is not None else len(text)
+            if any(p.search(text[start:end]) for p in self._outcome):
+                spans.append((start, end))
+            if m is not None:
+                start = m.end()
+        return spans
 
     def _scan(self, text: str) -> list[Claim]:
         found = _scan(text, terms=self.terms, names=self.names, day_first=self.params.day_first,
@@ -737,15 +772,44 @@ class _Checker:
         if not found:
             return [], []
         sources = self.sources(turn)
+        acted = self._acted(turn)
         checked: list[Claim] = []
         for claim in found:
+            if claim.outcome and acted:
+                checked.append(replace(claim, support=self._outcome_support(claim, acted)))
+                continue
             source = next((s for s in sources if s.index.supports(claim)), None)
-            checked.append(replace(claim, support=_support_text(source) if source else ""))
+            checked.append(replace(claim, support=_support_text(source) if source else "", outcome=False))
         if self.params.arithmetic:
             for text in _answer_texts(turn, self.params.answers):
                 self.counts.update(_small_counts(text))
             checked = self._arithmetic(checked)
         return checked, [c for c in checked if not c.support]
+
+    def _acted(self, turn: Turn) -> list[_Source]:
+        """The results of the turn's ``outcome_tools`` calls that worked: what its actions did."""
+        if not self.params.outcome_tools:
+            return []
+        worked = [call for call in turn.tool_calls if _matches(call.name, self.params.outcome_tools)
+                  and call.result is not None and _ACTION_ERRORS.problem(call) is None]
+        return [source for call in worked
+                for source in self._indexed("turn", f"{call.name} result, turn {turn.index}", [_dump(call.result)])]
+
+    def _outcome_support(self, claim: Claim, acted: list[_Source]) -> str:
+        """What backs an amount reported as an action's outcome: the action's result, or a sum or difference
+        of two of its figures (the new fare of two flights), never other evidence."""
+        source = next((s for s in acted if s.index.supports(claim)), None)
+        if source is not None:
+            return _support_text(source)
+        if not self.params.arithmetic:
+            return ""
+        for source in acted:
+            operands = [Operand(Decimal(n), f"{n} ({source.label})") for n in sorted(source.index.numbers,
+                                                                                     key=Decimal)]
+            how = explain(Decimal(claim.value), operands, max_terms=2)
+            if how is not None:
+                return f"= {how}"
+        return ""
 
     def _arithmetic(self, checked: list[Claim]) -> list[Claim]:
         """Unsupported figures that the figures on the table (this answer's included) add up to."""
@@ -757,7 +821,7 @@ class _Checker:
         while changed:
             changed = False
             for i, claim in enumerate(checked):
-                if claim.support or claim.kind not in _ARITHMETIC_KINDS or claim.tail:
+                if claim.support or claim.kind not in _ARITHMETIC_KINDS or claim.tail or claim.outcome:
                     continue
                 how = explain(Decimal(claim.value), [*self.table, *mine], max_terms=self.params.max_terms,
                               counts=self.counts)
@@ -859,7 +923,8 @@ class Faithfulness:
             reason += " (" + ", ".join(f"{by[c]} by {_CATEGORY_WORDS[c]}" for c in _CATEGORY_WORDS if c in by) + ")"
         limit = self.params.max_listed
         if missing:
-            listed = ", ".join(f"turn {c.turn}: {c.text} ({c.kind})" for c in missing[:limit])
+            listed = ", ".join(f"turn {c.turn}: {c.text} ({c.kind}"
+                               f"{', not what the action returned' if c.outcome else ''})" for c in missing[:limit])
             more = f", and {len(missing) - limit} more" if len(missing) > limit else ""
             reason += f"; unsupported, in no evidence: {listed}{more}"
         beyond = [c for c in found if c.support and _category(c) not in ("turn", "user")]
