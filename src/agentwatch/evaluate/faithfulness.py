@@ -3,8 +3,11 @@
 No model, no network. Each answer is scanned for *checkable claims*: money
 amounts, percentages, plain numbers, dates, times, identifiers, and the terms
 of a configured vocabulary (plan and product names). A claim is supported
-when its normalized value occurs in the evidence of the same turn (tool
-results and retrieved documents) or, by default, in what the user said::
+the way a person reviewing the conversation would accept it: its normalized
+value occurs in what the agent could know (the turn's tool results, the
+user's words, earlier turns, the arguments of calls that worked, the system
+prompt), or it is a sum, difference or per-count product of figures already
+on the table::
 
     from agentwatch.evaluate.faithfulness import Faithfulness, claims
 
@@ -14,7 +17,10 @@ results and retrieved documents) or, by default, in what the user said::
 
     evaluator = Faithfulness({"terms": ["Premium plan", "basic economy"]})
     result = await evaluator.evaluate(view)
-    # EvalResult.ok(0.75, reason="3/4 claims supported; unsupported: turn 1: $241 (money)")
+    # EvalResult.ok(0.75, reason="3/4 claims supported (2 by the turn's evidence, 1 by arithmetic); "
+    #               "unsupported, in no evidence: turn 1: $241 (money); supported beyond the turn: "
+    #               "turn 1: $171 (= $500 - $329)")
+    evaluator.claims(view)     # every claim, each with its support: "get_booking result, turn 0", "= $500 - $329"
 
 Claims, as written -> their normalized value (``Claim.value``):
 
@@ -55,27 +61,47 @@ Evidence numbers include single digits and digits after ``_``
 (``certificate_7473723``), but not the parts of dates, times or tokens such
 as ``HAT069``. A claim repeated in one turn counts once.
 
-Where support may come from (``supported_by``):
+Where support may come from (``supported_by``, all on by default, tried in
+this order; a claim's ``support`` names the first that holds it):
 
-- ``turn`` (always on in practice): the tool results and retrieved documents
-  of the same turn (``Turn.evidence``; a failed call's result counts: it is
-  what the tool said). Tool *arguments* are not evidence: they are the
-  agent's own words.
-- ``user`` (default on): the user's own messages in the conversation so far.
-  Repeating what the user said is not an invention; the price of this choice
-  is that an invented figure that happens to equal one the user gave (a
-  budget) passes.
+- ``turn``: the tool results and retrieved documents of the same turn
+  (``Turn.evidence``; a failed call's result counts: it is what the tool
+  said).
+- ``user``: the user's own messages in the conversation so far. Repeating
+  what the user said is not an invention; the price is that an invented
+  figure equal to one the user gave (a budget) passes, unless it is reported
+  as an action's outcome (below).
 - ``earlier_turns``: the evidence of earlier turns (and tool responses in the
-  conversation the model saw). Off by default: the issue's rule is "the same
-  turn", and a figure carried over from an earlier lookup is flagged.
+  conversation the model saw): a figure carried over from an earlier lookup.
+- ``arguments``: the arguments of tool calls that worked (no error status, no
+  error-shaped result), this turn or earlier: the date that was searched,
+  the amount that was refunded. A refused call's arguments are only the
+  agent's own words.
 - ``system``: the system instructions (a policy's fees, for instance).
 
-A computed value (a total that no document states) is unsupported: this
-evaluator checks presence, not arithmetic.
+``arithmetic`` (default on): a money or number claim no source holds is
+supported when :func:`~agentwatch.evaluate.arithmetic.explain` derives it
+from the figures on the table: the supported figures of the answers so far
+(this answer's included) and the user's figures, with sums and differences
+of up to ``max_terms`` (default 3, at most 4) of them or one of them times a
+count 2-9 the evidence lists (list lengths) or the conversation names. Not
+every number of the evidence: over a hundred of them almost any figure is a
+sum of two, and invented figures would pass by chance.
+
+A number after "ending in", "last four" and the like (``tail``) is the end of
+a longer one: backed by an evidence number or id ending with its digits.
+
+``outcome_tools`` (globs, default none): an amount in a sentence that reports
+what an action did (``outcome_patterns``: processed, charged, refunded,
+paid, "refund of", ...) in a turn where one of these tools worked is checked
+against those calls' results alone, or a sum or difference of two of their
+figures; the reason marks it "not what the action returned".
 
 Score: supported / checkable claims over all turns (1.0 with reason "no
-checkable claims" when there is none); the reason lists unsupported claims
-with their turn index (at most ``max_listed``). Every assistant message of a
+checkable claims" when there is none); the reason counts the support by
+source and lists the unsupported claims and those supported from beyond the
+turn's own evidence, with their turn index and support (at most
+``max_listed`` each). Every assistant message of a
 turn is checked (``answers: all``), or only the turn's final answer
 (``answers: final``). A session with no answer text at all (content capture
 off) is an evaluation failure.
