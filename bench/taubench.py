@@ -118,7 +118,7 @@ def separation(scores: dict[str, dict[str, Any]], outcomes: dict[str, float], na
 
 def report(scores: dict[str, dict[str, Any]], outcomes: dict[str, float]) -> list[str]:
     evaluators = sorted({name for by_name in scores.values() for name in by_name})
-    lines = [f"{'evaluator':<14} {'outcome':<8} {'n':>3} {'mean':>6} {'p10':>6} {'median':>6} {'pass':>6} "
+    lines = [f"{'evaluator':<18} {'outcome':<8} {'n':>3} {'mean':>6} {'p10':>6} {'median':>6} {'pass':>6} "
              f"{'errors':>6}"]
     for name in evaluators:
         for label, wanted in (("success", True), ("failure", False)):
@@ -127,11 +127,11 @@ def report(scores: dict[str, dict[str, Any]], outcomes: dict[str, float]) -> lis
             values = sorted(r["score"] for r in rows if r["status"] == "ok")
             errors = sum(1 for r in rows if r["status"] == "error")
             if not values:
-                lines.append(f"{name:<14} {label:<8} {len(rows):>3}      -      -      - {'-':>6} {errors:>6}")
+                lines.append(f"{name:<18} {label:<8} {len(rows):>3}      -      -      - {'-':>6} {errors:>6}")
                 continue
             passed = sum(1 for r in rows if r["passed"]) / len(values)
             p10 = values[max(0, int(0.1 * len(values)) - 1)]
-            lines.append(f"{name:<14} {label:<8} {len(rows):>3} {statistics.fmean(values):>6.3f} {p10:>6.3f} "
+            lines.append(f"{name:<18} {label:<8} {len(rows):>3} {statistics.fmean(values):>6.3f} {p10:>6.3f} "
                          f"{statistics.median(values):>6.3f} {passed:>6.1%} {errors:>6}")
     return lines
 
