@@ -154,11 +154,15 @@ def run(data: Path) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="agentwatch-taubench-") as folder:
         root = Path(folder)
         (root / "agentwatch.yaml").write_text(CONFIG)
-        with ServerProcess(f"sqlite:///{root / 'agentwatch.db'}", config=root / "agentwatch.yaml", grpc=False,
-                           cwd=root) as server:
+        server = ServerProcess(f"sqlite:///{root / 'agentwatch.db'}", config=root / "agentwatch.yaml", grpc=False,
+                               cwd=root)
+        server.start(timeout=120.0)  # a loaded machine (a CI runner) can take a while to start it
+        try:
             send(import_sessions(data, T0), server.url)
             flush(server.url)
             return scores_by_session(server.url), outcomes
+        finally:
+            server.stop()
 
 
 def main() -> int:

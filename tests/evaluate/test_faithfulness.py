@@ -253,7 +253,7 @@ def test_no_answer_text_is_an_evaluation_failure() -> None:
     ({"terms": "premium"}, "evaluator 'faithfulness': parameter 'terms' must be a list of non-empty strings, got 'premium'"),
     ({"answers": "last"}, "evaluator 'faithfulness': parameter 'answers' must be one of 'all', 'final', got 'last'"),
     ({"min_digits": 0}, "evaluator 'faithfulness': parameter 'min_digits' must be an integer >= 1, got 0"),
-    ({"treshold": 0.5}, "evaluator 'faithfulness': unknown parameter 'treshold' (known: answers, arithmetic, day_first, kinds, max_listed, max_terms, min_digits, supported_by, terms)"),
+    ({"treshold": 0.5}, "evaluator 'faithfulness': unknown parameter 'treshold' (known: answers, arithmetic, day_first, kinds, max_listed, max_terms, min_digits, outcome_patterns, outcome_tools, supported_by, terms)"),
 ])
 def test_bad_params_name_the_parameter(params: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError) as info:

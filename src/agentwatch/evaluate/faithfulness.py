@@ -785,7 +785,6 @@ class _Checker:
             self.counts.update(_small_counts(t.user_text))
             for source in self.results(t):
                 self.counts.update(n for n in source.index.list_lengths if 2 <= n <= 9)
-                self.counts.update(int(n) for n in source.index.numbers if n.isdigit() and 2 <= int(n) <= 9)
 
     def check(self, turn: Turn) -> tuple[list[Claim], list[Claim]]:
         """``(checkable, unsupported)`` claims of ``turn``, each with its ``support``.
