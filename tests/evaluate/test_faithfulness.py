@@ -209,10 +209,12 @@ def test_what_the_user_said_supports_by_default_only() -> None:
     assert [c.text for c in unsupported(view.turns[0], view, {"supported_by": ["turn"]})] == ["$600"]
 
 
-def test_system_instructions_support_only_when_asked() -> None:
+def test_system_instructions_support_by_default_and_can_be_left_out() -> None:
     view = one_turn("insurance?", "Travel insurance is $30 per passenger.", system="Insurance costs $30 per passenger.")
-    assert [c.text for c in unsupported(view.turns[0], view)] == ["$30"]
-    assert unsupported(view.turns[0], view, {"supported_by": ["turn", "system"]}) == []
+    assert [c.text for c in unsupported(view.turns[0], view, {"supported_by": ["turn", "user"]})] == ["$30"]
+    assert unsupported(view.turns[0], view) == []
+    (claim,) = Faithfulness().claims(view)
+    assert claim.support == "the system prompt"
 
 
 def test_score_reason_and_turn_indices() -> None:
@@ -220,7 +222,7 @@ def test_score_reason_and_turn_indices() -> None:
                     results=[{"amount": 42.5, "order_id": "A-1001", "date": "2026-03-14"}])
     result = run(Faithfulness(), view)
     assert result.score == pytest.approx(3 / 5)
-    assert result.reason == "3/5 claims supported; unsupported: turn 0: $241 (money), turn 0: $465 (money)"
+    assert result.reason == "3/5 claims supported; unsupported, in no evidence: turn 0: $241 (money), turn 0: $465 (money)"
 
 
 def test_unsupported_list_is_capped() -> None:
@@ -247,11 +249,11 @@ def test_no_answer_text_is_an_evaluation_failure() -> None:
     ({"kinds": ["money", "colour"]},
      "evaluator 'faithfulness': parameter 'kinds' has unknown kind 'colour' (known: date, time, money, percent, id, number, term, name)"),
     ({"supported_by": ["turn", "web"]},
-     "evaluator 'faithfulness': parameter 'supported_by' has unknown source 'web' (known: turn, user, earlier_turns, system)"),
+     "evaluator 'faithfulness': parameter 'supported_by' has unknown source 'web' (known: turn, user, earlier_turns, arguments, system)"),
     ({"terms": "premium"}, "evaluator 'faithfulness': parameter 'terms' must be a list of non-empty strings, got 'premium'"),
     ({"answers": "last"}, "evaluator 'faithfulness': parameter 'answers' must be one of 'all', 'final', got 'last'"),
     ({"min_digits": 0}, "evaluator 'faithfulness': parameter 'min_digits' must be an integer >= 1, got 0"),
-    ({"treshold": 0.5}, "evaluator 'faithfulness': unknown parameter 'treshold' (known: answers, day_first, kinds, max_listed, min_digits, supported_by, terms)"),
+    ({"treshold": 0.5}, "evaluator 'faithfulness': unknown parameter 'treshold' (known: answers, arithmetic, day_first, kinds, max_listed, max_terms, min_digits, outcome_patterns, outcome_tools, supported_by, terms)"),
 ])
 def test_bad_params_name_the_parameter(params: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError) as info:
@@ -291,7 +293,7 @@ def test_otel_genai_capture() -> None:
     assert [c.text for c in strict.unsupported(view.turns[1], view)] == ["3", "5"]
     result = run(strict, view)
     assert result.score == pytest.approx(2 / 5)
-    assert result.reason == "2/5 claims supported; unsupported: turn 0: 5 (number), turn 1: 3 (number), turn 1: 5 (number)"
+    assert result.reason == "2/5 claims supported; unsupported, in no evidence: turn 0: 5 (number), turn 1: 3 (number), turn 1: 5 (number)"
 
 
 # --------------------------------------------------------------------------- tau-bench
@@ -448,31 +450,32 @@ def expected_for(session: int, allowed: set[str]) -> dict[int, list[str]]:
 def test_tau_bench_flags_every_amount_and_date_missing_from_same_turn_results(tau: list[dict[str, Any]], session: int) -> None:
     """The issue's check: only tool results of the same turn count as support."""
     view = tau_view(tau[session], f"tau-{session}")
-    checker = Faithfulness({"kinds": ["money", "date"], "supported_by": ["turn"]})
+    checker = Faithfulness({"kinds": ["money", "date"], "supported_by": ["turn"], "arithmetic": False})
     result = run(checker, view)
     missing = sum(len(items) for items in TAU_EXPECTED[session].values())
     assert result.reason.startswith(f"{TAU_CLAIMS[session] - missing}/{TAU_CLAIMS[session]} claims supported")
-    assert flagged(view, {"kinds": ["money", "date"], "supported_by": ["turn"]}) == expected_for(session, set())
+    assert flagged(view, {"kinds": ["money", "date"], "supported_by": ["turn"], "arithmetic": False}) == expected_for(session, set())
 
 
 @pytest.mark.parametrize("session", sorted(TAU_EXPECTED))
 def test_tau_bench_default_also_accepts_what_the_user_said(tau: list[dict[str, Any]], session: int) -> None:
     view = tau_view(tau[session], f"tau-{session}")
-    assert flagged(view, {"kinds": ["money", "date"]}) == expected_for(session, {"user"})
+    assert flagged(view, {"kinds": ["money", "date"], "supported_by": ["turn", "user"], "arithmetic": False}) \
+        == expected_for(session, {"user"})
 
 
 @pytest.mark.parametrize("session", sorted(TAU_EXPECTED))
 def test_tau_bench_with_earlier_turns_only_computed_figures_remain(tau: list[dict[str, Any]], session: int) -> None:
     view = tau_view(tau[session], f"tau-{session}")
-    params = {"kinds": ["money", "date"], "supported_by": ["turn", "user", "earlier_turns"]}
+    params = {"kinds": ["money", "date"], "supported_by": ["turn", "user", "earlier_turns"], "arithmetic": False}
     assert flagged(view, params) == expected_for(session, {"user", "earlier"})
 
 
 def test_tau_bench_scores(tau: list[dict[str, Any]]) -> None:
-    result = run(Faithfulness({"kinds": ["money", "date"], "supported_by": ["turn"]}), tau_view(tau[2], "tau-2"))
-    assert result.reason.startswith("6/10 claims supported; unsupported: turn 2: $241 (money), turn 2: $3,538 (money)")
+    result = run(Faithfulness({"kinds": ["money", "date"], "supported_by": ["turn"], "arithmetic": False}), tau_view(tau[2], "tau-2"))
+    assert result.reason.startswith("6/10 claims supported; unsupported, in no evidence: turn 2: $241 (money), turn 2: $3,538 (money)")
     assert result.score == pytest.approx(0.6)
-    result = run(Faithfulness({"kinds": ["money", "date"]}), tau_view(tau[89], "tau-89"))
+    result = run(Faithfulness({"kinds": ["money", "date"], "supported_by": ["turn", "user"]}), tau_view(tau[89], "tau-89"))
     assert (result.score, result.reason) == (1.0, "6/6 claims supported")
 
 
@@ -556,4 +559,141 @@ def test_embedding_errors_are_evaluation_failures() -> None:
 
 def test_params_dataclass_defaults() -> None:
     params = FaithfulnessParams.parse(None)
-    assert params.supported_by == ("turn", "user") and params.answers == "all" and params.min_digits == 2
+    assert params.supported_by == ("turn", "user", "earlier_turns", "arguments", "system") and params.answers == "all" and params.min_digits == 2
+
+
+# --------------------------------------------------------------------------- reading like a person
+
+
+def conversation(*turns: tuple[str, Sequence[tuple[str, Any, Any]], str], system: str | None = None) -> SessionView:
+    """One trace per ``(user, [(tool, arguments, result)], answer)``; each model call sees the conversation so far."""
+    spans: list[Span] = []
+    history: list[dict[str, Any]] = []
+    for t, (user, calls, answer) in enumerate(turns):
+        trace, start = f"c{t}", T0 + t * 60 * 10**9
+        history.append(text_msg("user", user))
+        spans.append(make_span(trace, "1", name="invoke_agent bot", start_ns=start, duration_ms=1000,
+                               attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.conversation.id": "sess-1"}))
+        for i, (name, args, result) in enumerate(calls):
+            spans.append(make_span(trace, f"{i + 10:x}", parent="1", name=f"execute_tool {name}",
+                                   start_ns=start + (i + 1) * 10**6, attributes={
+                                       "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name,
+                                       "gen_ai.tool.call.arguments": json.dumps(args),
+                                       "gen_ai.tool.call.result": result if isinstance(result, str) else json.dumps(result)}))
+        attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+                 "gen_ai.input.messages": json.dumps(history),
+                 "gen_ai.output.messages": json.dumps([text_msg("assistant", answer)])}
+        if system is not None:
+            attrs["gen_ai.system_instructions"] = json.dumps([{"type": "text", "content": system}])
+        spans.append(make_span(trace, "40", parent="1", name="chat gpt-4o-mini", start_ns=start + 100 * 10**6,
+                               attributes=attrs))
+        history.append(text_msg("assistant", answer))
+    return view_of(spans)
+
+
+def support(view: SessionView, params: dict[str, Any] | None = None) -> dict[str, str]:
+    return {c.text: c.support or "" for c in Faithfulness(params).claims(view)}
+
+
+WALLET = {"voucher_5521": {"balance": 500}, "card_8817630": {"brand": "visa"}}
+
+
+def test_a_difference_of_figures_on_the_table_is_supported_and_says_how() -> None:
+    view = conversation(
+        ("What is on my account?", [("get_wallet", {"user": "kim"}, WALLET)], "Your voucher holds $500."),
+        ("Book the trip with it.", [("quote", {"trip": "T1"}, {"total": 329})],
+         "The trip is $329; $171 will be left on the voucher."))
+    assert support(view) == {"$500": "get_wallet result, turn 0", "$329": "quote result, turn 1",
+                             "$171": "= $500 - $329"}
+    result = run(Faithfulness(), view)
+    assert result.score == 1.0
+    assert result.reason == ("3/3 claims supported (2 by the turn's evidence, 1 by arithmetic); supported beyond the "
+                             "turn: turn 1: $171 (= $500 - $329)")
+
+
+def test_sums_of_three_and_per_count_products() -> None:
+    legs = [{"leg": "A", "price": 120}, {"leg": "B", "price": 45}, {"leg": "C", "price": 30}]
+    view = conversation(("Price the three legs for my group of three.", [("price_legs", {}, legs)],
+                         "Legs: $120, $45 and $30, $195 per person, so $585 for the three of you."))
+    found = support(view)
+    assert found["$195"] == "= $120 + $45 + $30"
+    assert found["$585"] == "= 3 x $195"
+
+
+def test_arithmetic_uses_only_figures_said_not_every_number_of_the_evidence() -> None:
+    # 100 + 71 = 171, but neither figure was put in front of the user: a reader cannot check $171.
+    view = conversation(("Balance?", [("get_wallet", {}, {"a": 100, "b": 71, "c": 12})], "You have $171 left."))
+    assert support(view) == {"$171": ""}
+    assert run(Faithfulness(), view).reason == "0/1 claims supported; unsupported, in no evidence: turn 0: $171 (money)"
+    told = conversation(("Balance?", [("get_wallet", {}, {"a": 100, "b": 71})], "$100 plus $71: you have $171 left."))
+    assert support(told)["$171"] == "= $100 + $71"
+    assert support(told, {"arithmetic": False})["$171"] == ""
+
+
+def test_four_terms_only_when_asked() -> None:
+    view = conversation(("Total?", [("items", {}, [10, 20, 40, 80])], "Items of $10, $20, $40 and $80: $150 in all."))
+    assert support(view)["$150"] == "", "no three of them add up to 150"
+    assert support(view, {"max_terms": 4})["$150"] == "= $10 + $20 + $40 + $80"
+
+
+def test_evidence_of_earlier_turns_the_system_prompt_and_tool_arguments() -> None:
+    view = conversation(
+        ("My booking?", [("get_booking", {"id": "BK77"}, {"flight_date": "2025-07-04", "fare": 230})],
+         "Booking BK77 flies on 2025-07-04."),
+        ("Move it a day later.", [("search", {"date": "2025-07-05"}, [{"flight": "ZZ12", "fare": 250}])],
+         "On July 5th flight ZZ12 costs $250, $20 more than your $230 fare; changes cost $75 under our policy."),
+        system="Changing a flight costs $75.")
+    found = support(view)
+    assert found["July 5th"] == "search arguments, turn 1", "what was searched for"
+    assert found["$230"] == "get_booking result, turn 0"
+    assert found["$75"] == "the system prompt"
+    assert found["$20"] == "= $250 - $230"
+    strict = support(view, {"supported_by": ["turn"], "arithmetic": False})
+    assert [text for text, how in strict.items() if not how] == ["BK77", "July 5th", "$20", "$230", "$75"]
+
+
+def test_arguments_of_a_call_that_failed_are_no_evidence() -> None:
+    view = conversation(("Search the 9th.", [("search", {"date": "2025-07-09"}, "Error: no flights on that day")],
+                         "There is nothing on 2025-07-09."))
+    assert support(view) == {"2025-07-09": ""}
+
+
+def test_the_tail_of_a_card_or_account_number() -> None:
+    view = conversation(("Which card?", [("get_wallet", {}, WALLET)],
+                         "I will charge the Visa ending in 7630, not the one ending in 4411."))
+    found = support(view)
+    assert found["7630"] == "get_wallet result, turn 0"
+    assert found["4411"] == ""
+
+
+def test_max_terms_is_checked() -> None:
+    with pytest.raises(ValueError) as info:
+        Faithfulness({"max_terms": 5})
+    assert str(info.value) == "evaluator 'faithfulness': parameter 'max_terms' must be an integer from 2 to 4, got 5"
+
+
+def test_an_amount_reported_as_what_an_action_did_is_checked_against_its_result() -> None:
+    quote = {"options": [{"fare": 600}, {"fare": 1200}]}
+    charged = {"booking": "NB1", "payments": [{"card": "card_8817630", "amount": 1200}],
+               "legs": [{"fare": 700}, {"fare": 500}]}
+    view = conversation(
+        ("Upgrade me, my budget is $600.", [("quote", {}, quote)], "One seat is $600, both are $1200. Shall I?"),
+        ("Yes, both.", [("upgrade_booking", {"seats": 2}, charged)],
+         "Done: the payment of $600 has been processed. The new legs are $700 and $500."))
+    params = {"outcome_tools": ["upgrade_*"]}
+    found = {(c.turn, c.text): c for c in Faithfulness(params).claims(view)}
+    # $600 is everywhere (the user's budget, the quote), but the upgrade charged 1200.
+    assert found[(1, "$600")].support == "" and found[(1, "$600")].outcome
+    assert found[(1, "$700")].support == "upgrade_booking result, turn 1", "not an outcome sentence"
+    result = run(Faithfulness(params), view)
+    assert "unsupported, in no evidence: turn 1: $600 (money, not what the action returned)" in result.reason
+    assert support(view)["$600"] == "the user", "without outcome_tools any evidence backs it"
+    right = conversation(("Upgrade both.", [("upgrade_booking", {"seats": 2}, charged)],
+                          "Done: $1200 was charged to your card, $700 + $500 for the two legs."))
+    assert support(right, params)["$1200"] == "upgrade_booking result, turn 0"
+    total = conversation(("Upgrade both.", [("upgrade_booking", {"seats": 2}, {"legs": [{"fare": 700}, {"fare": 500}]})],
+                          "Done: you were charged $1200 in all."))
+    assert support(total, params)["$1200"] == "= 700 (upgrade_booking result, turn 0) + 500 (upgrade_booking result, turn 0)"
+    failed = conversation(("Upgrade both.", [("upgrade_booking", {"seats": 2}, "Error: card declined")],
+                           "Sorry, the $1200 could not be charged."))
+    assert support(failed, params)["$1200"] == "", "no action worked: the usual sources, and none holds it"

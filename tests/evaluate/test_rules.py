@@ -119,8 +119,9 @@ def raises(cls: Any, params: Any) -> str:
 
 
 def test_registry_names_every_rule() -> None:
-    assert sorted(RULES) == ["answer_pattern", "budget", "confirmation", "date_window", "numeric_bound",
-                             "required_tool", "tool_allowlist", "tool_error", "tool_schema"]
+    assert sorted(RULES) == ["answer_pattern", "budget", "call_limit", "confirmation", "date_window",
+                             "grounded_arguments", "numeric_bound", "required_tool", "tool_allowlist", "tool_error",
+                             "tool_schema"]
     assert all(cls.name == name for name, cls in RULES.items())
     assert isinstance(make_rule("budget", {"max_turns": 3}), Budget)
 
@@ -128,8 +129,9 @@ def test_registry_names_every_rule() -> None:
 def test_unknown_rule() -> None:
     with pytest.raises(ValueError) as info:
         make_rule("tool_eror", {})
-    assert str(info.value) == ("unknown rule 'tool_eror' (known: answer_pattern, budget, confirmation, date_window, "
-                               "numeric_bound, required_tool, tool_allowlist, tool_error, tool_schema)")
+    assert str(info.value) == ("unknown rule 'tool_eror' (known: answer_pattern, budget, call_limit, confirmation, "
+                               "date_window, grounded_arguments, numeric_bound, required_tool, tool_allowlist, "
+                               "tool_error, tool_schema)")
 
 
 @pytest.mark.parametrize(("name", "params", "message"), [
@@ -691,7 +693,7 @@ def test_confirmation_after_a_proposal(reply: str) -> None:
 
 
 @pytest.mark.parametrize(("conversation", "why"), [
-    ([msg("user", "Cancel ABC123 please.")], "the last user message does not confirm: 'Cancel ABC123 please.'"),
+    ([msg("user", "Can you cancel ABC123?")], "the last user message does not confirm: 'Can you cancel ABC123?'"),
     ([msg("user", "Yes, cancel ABC123.")], "the user's 'Yes, cancel ABC123.' answers no proposal of the agent"),
     ([msg("user", "Cancel ABC123."), msg("assistant", PROPOSAL), msg("user", "No, don't proceed yet.")],
      "the last user message withholds confirmation: \"No, don't proceed yet.\""),
@@ -719,10 +721,76 @@ def test_confirmation_finds_the_model_call_by_tool_name_without_ids() -> None:
     assert run(Confirmation(CONFIRMATION), view).score == 1.0
 
 
-def test_confirmation_custom_patterns() -> None:
-    view = confirmation_session(msg("assistant", PROPOSAL), msg("user", "Oui, allez-y."))
+@pytest.mark.parametrize("reply", [
+    "Please proceed.", "OK then, go ahead with it.", "I confirm.", "Confirming to proceed with the cancellation.",
+    "That works for me, yes.", "Alright, thanks - yes please.", "Sí, por favor.", "Oui, allez-y.", "Ja, bitte.",
+    "Sim, pode seguir.", "はい、お願いします。", "Looks good to me.", "Let's do it.",
+])
+def test_confirmation_phrasings_that_are_a_yes(reply: str) -> None:
+    view = confirmation_session(msg("user", "Cancel ABC123."), msg("assistant", PROPOSAL), msg("user", reply))
+    result = run(Confirmation(CONFIRMATION), view)
+    assert (result.score, result.reason) == (1.0, "1 consequential call(s) confirmed")
+
+
+@pytest.mark.parametrize("reply", [
+    "I'm not sure yet.", "Hold off for now, please.", "I don't want to proceed.", "Could you make sure the refund "
+    "goes to my card?", "What would the refund be?", "Let me think about it.",
+])
+def test_confirmation_phrasings_that_are_not(reply: str) -> None:
+    view = confirmation_session(msg("user", "Cancel ABC123."), msg("assistant", PROPOSAL), msg("user", reply))
     assert run(Confirmation(CONFIRMATION), view).score == 0.0
-    assert run(Confirmation({**CONFIRMATION, "patterns": [r"^\W*oui\b"]}), view).score == 1.0
+
+
+def test_an_instruction_without_a_proposal_is_consent() -> None:
+    listing = "I found your reservations: ABC123 and DEF456. Let me know which ones you want to change."
+    for order in ("Please cancel both of them.", "Thanks. Cancel ABC123, it is not needed any more.",
+                  "Go ahead and cancel ABC123."):
+        view = confirmation_session(msg("user", "Show my trips."), msg("assistant", listing), msg("user", order))
+        assert run(Confirmation(CONFIRMATION), view).score == 1.0, order
+    # The first message of the conversation: nothing was proposed, the user ordered it.
+    assert run(Confirmation(CONFIRMATION), confirmation_session(msg("user", "Please cancel ABC123."))).score == 1.0
+
+
+def test_an_instruction_is_no_answer_to_a_proposal_and_a_question_is_no_instruction() -> None:
+    view = confirmation_session(msg("user", "Cancel ABC123."), msg("assistant", PROPOSAL),
+                                msg("user", "Please cancel DEF456 instead."))
+    result = run(Confirmation(CONFIRMATION), view)
+    assert result.score == 0.0 and "answers the agent's proposal with a new instruction" in result.reason
+    listing = "I found your reservations: ABC123 and DEF456."
+    for ask in ("Could you cancel ABC123?", "I'd like to use my gift card."):
+        view = confirmation_session(msg("user", "Show my trips."), msg("assistant", listing), msg("user", ask))
+        assert run(Confirmation(CONFIRMATION), view).score == 0.0, ask
+
+
+def retried_session(second_args: dict[str, Any]) -> SessionView:
+    """The user says yes; cancel_reservation fails; the model calls it again with ``second_args``."""
+    first = call_msg("cancel_reservation", "c1", {"reservation_id": "ABC123", "refund_to": "card_1"})
+    seen = [msg("user", "Cancel ABC123."), msg("assistant", PROPOSAL), msg("user", "Yes.")]
+    failed = {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1",
+                                         "response": "Error: payment method not found"}]}
+    spans = [agent(), chat("2", seen, [first], at_ms=100),
+             tool("3", "cancel_reservation", at_ms=200, call_id="c1", args={"reservation_id": "ABC123",
+                                                                             "refund_to": "card_1"},
+                  result="Error: payment method not found"),
+             chat("4", [*seen, first, failed], [call_msg("cancel_reservation", "c2", second_args)], at_ms=300),
+             tool("5", "cancel_reservation", at_ms=400, call_id="c2", args=second_args, result={"ok": True})]
+    return view_of(spans)
+
+
+def test_a_failed_call_retried_with_other_arguments_needs_a_new_yes() -> None:
+    result = run(Confirmation(CONFIRMATION), retried_session({"reservation_id": "ABC123", "refund_to": "gift_9"}))
+    assert result.score == 0.0
+    assert result.reason == (
+        "tool cancel_reservation called without confirmation: its earlier call cancel_reservation failed after the "
+        f"user's yes and it was tried again with other arguments the user has not confirmed (span {span_id('5')})")
+    same = run(Confirmation(CONFIRMATION), retried_session({"reservation_id": "ABC123", "refund_to": "card_1"}))
+    assert same.score == 1.0, "a plain retry of what the user agreed to is covered"
+
+
+def test_confirmation_custom_patterns() -> None:
+    view = confirmation_session(msg("assistant", PROPOSAL), msg("user", "Jawohl, mach weiter."))
+    assert run(Confirmation(CONFIRMATION), view).score == 0.0
+    assert run(Confirmation({**CONFIRMATION, "patterns": [r"^\W*jawohl\b"]}), view).score == 1.0
 
 
 def test_confirmation_without_the_model_call_is_an_evaluation_failure() -> None:

@@ -3,8 +3,11 @@
 No model, no network. Each answer is scanned for *checkable claims*: money
 amounts, percentages, plain numbers, dates, times, identifiers, and the terms
 of a configured vocabulary (plan and product names). A claim is supported
-when its normalized value occurs in the evidence of the same turn (tool
-results and retrieved documents) or, by default, in what the user said::
+the way a person reviewing the conversation would accept it: its normalized
+value occurs in what the agent could know (the turn's tool results, the
+user's words, earlier turns, the arguments of calls that worked, the system
+prompt), or it is a sum, difference or per-count product of figures already
+on the table::
 
     from agentwatch.evaluate.faithfulness import Faithfulness, claims
 
@@ -14,7 +17,10 @@ results and retrieved documents) or, by default, in what the user said::
 
     evaluator = Faithfulness({"terms": ["Premium plan", "basic economy"]})
     result = await evaluator.evaluate(view)
-    # EvalResult.ok(0.75, reason="3/4 claims supported; unsupported: turn 1: $241 (money)")
+    # EvalResult.ok(0.75, reason="3/4 claims supported (2 by the turn's evidence, 1 by arithmetic); "
+    #               "unsupported, in no evidence: turn 1: $241 (money); supported beyond the turn: "
+    #               "turn 1: $171 (= $500 - $329)")
+    evaluator.claims(view)     # every claim, each with its support: "get_booking result, turn 0", "= $500 - $329"
 
 Claims, as written -> their normalized value (``Claim.value``):
 
@@ -55,27 +61,47 @@ Evidence numbers include single digits and digits after ``_``
 (``certificate_7473723``), but not the parts of dates, times or tokens such
 as ``HAT069``. A claim repeated in one turn counts once.
 
-Where support may come from (``supported_by``):
+Where support may come from (``supported_by``, all on by default, tried in
+this order; a claim's ``support`` names the first that holds it):
 
-- ``turn`` (always on in practice): the tool results and retrieved documents
-  of the same turn (``Turn.evidence``; a failed call's result counts: it is
-  what the tool said). Tool *arguments* are not evidence: they are the
-  agent's own words.
-- ``user`` (default on): the user's own messages in the conversation so far.
-  Repeating what the user said is not an invention; the price of this choice
-  is that an invented figure that happens to equal one the user gave (a
-  budget) passes.
+- ``turn``: the tool results and retrieved documents of the same turn
+  (``Turn.evidence``; a failed call's result counts: it is what the tool
+  said).
+- ``user``: the user's own messages in the conversation so far. Repeating
+  what the user said is not an invention; the price is that an invented
+  figure equal to one the user gave (a budget) passes, unless it is reported
+  as an action's outcome (below).
 - ``earlier_turns``: the evidence of earlier turns (and tool responses in the
-  conversation the model saw). Off by default: the issue's rule is "the same
-  turn", and a figure carried over from an earlier lookup is flagged.
+  conversation the model saw): a figure carried over from an earlier lookup.
+- ``arguments``: the arguments of tool calls that worked (no error status, no
+  error-shaped result), this turn or earlier: the date that was searched,
+  the amount that was refunded. A refused call's arguments are only the
+  agent's own words.
 - ``system``: the system instructions (a policy's fees, for instance).
 
-A computed value (a total that no document states) is unsupported: this
-evaluator checks presence, not arithmetic.
+``arithmetic`` (default on): a money or number claim no source holds is
+supported when :func:`~agentwatch.evaluate.arithmetic.explain` derives it
+from the figures on the table: the supported figures of the answers so far
+(this answer's included) and the user's figures, with sums and differences
+of up to ``max_terms`` (default 3, at most 4) of them or one of them times a
+count 2-9 the evidence lists (list lengths) or the conversation names. Not
+every number of the evidence: over a hundred of them almost any figure is a
+sum of two, and invented figures would pass by chance.
+
+A number after "ending in", "last four" and the like (``tail``) is the end of
+a longer one: backed by an evidence number or id ending with its digits.
+
+``outcome_tools`` (globs, default none): an amount in a sentence that reports
+what an action did (``outcome_patterns``: processed, charged, refunded,
+paid, "refund of", ...) in a turn where one of these tools worked is checked
+against those calls' results alone, or a sum or difference of two of their
+figures; the reason marks it "not what the action returned".
 
 Score: supported / checkable claims over all turns (1.0 with reason "no
-checkable claims" when there is none); the reason lists unsupported claims
-with their turn index (at most ``max_listed``). Every assistant message of a
+checkable claims" when there is none); the reason counts the support by
+source and lists the unsupported claims and those supported from beyond the
+turn's own evidence, with their turn index and support (at most
+``max_listed`` each). Every assistant message of a
 turn is checked (``answers: all``), or only the turn's final answer
 (``answers: final``). A session with no answer text at all (content capture
 off) is an evaluation failure.
@@ -99,8 +125,9 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from agentwatch.evaluate.arithmetic import Operand, explain
 from agentwatch.evaluate.base import EvalResult
-from agentwatch.evaluate.rules import ParamReader
+from agentwatch.evaluate.rules import ParamReader, ToolError, _matches
 from agentwatch.evaluate.session import SessionView, Turn
 from agentwatch.normalize.messages import message_text
 
@@ -114,6 +141,8 @@ __all__ = [
     "FaithfulnessParams",
     "claims",
     "cosine",
+    "dates_in",
+    "same_date",
     "sentences",
     "unsupported",
 ]
@@ -122,7 +151,6 @@ __all__ = [
 CLAIM_KINDS = ("date", "time", "money", "percent", "id", "number", "term", "name")
 #: Kinds checked by default: all but capitalized names, which sentence starts make noisy.
 DEFAULT_KINDS = ("date", "time", "money", "percent", "id", "number", "term")
-SOURCES = ("turn", "user", "earlier_turns", "system")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +163,15 @@ class Claim:
     start: int = field(default=0, compare=False, repr=False)
     #: The turn it was found in (set by :func:`unsupported` and the evaluators).
     turn: int | None = field(default=None, compare=False, repr=False)
+    #: What backs it once checked (``"get_reservation_details result, turn 1"``, ``"$500 - $329"``);
+    #: ``""`` when nothing does; None when not checked.
+    support: str | None = field(default=None, compare=False, repr=False)
+    #: The digits end a longer number or id ("the card ending in 7803"): backed by an evidence number
+    #: or id that ends with them.
+    tail: bool = field(default=False, compare=False, repr=False)
+    #: An amount stated as what an action did ("$600 has been charged"): checked against the action's result
+    #: when ``outcome_tools`` are configured.
+    outcome: bool = field(default=False, compare=False, repr=False)
 
     def __str__(self) -> str:
         return self.text
@@ -174,6 +211,13 @@ _ID_SNAKE = re.compile(r"(?<![\w-])[a-z][a-z0-9]*(?:_[a-z0-9]+)+(?![\w-])")
 _NUMBER = re.compile(rf"(?<![\w.,])({_NUM})(?![\w]|[.,]\d)")
 _EVIDENCE_NUMBER = re.compile(rf"(?<![A-Za-z0-9.,])({_NUM})(?![A-Za-z0-9]|[.,]\d)")
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*")
+_DIGIT_RUN = re.compile(r"\d{4,}")
+#: Words before a figure that say it is the end of a longer number: "card ending in 7803", "last four 6710".
+_TAIL_CONTEXT = re.compile(r"\b(?:ending (?:in|with)|ends (?:in|with)|last (?:four|4|three|3|five|5)"
+                           r"(?: digits)?(?: of)?|(?:number|no\.?) \W*(?:x+|\*+)|[x*]{3,}[-\s]?)\W*$", _I)
+#: Number words a per-item figure may be multiplied by ("for two passengers").
+_COUNT_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+                "both": 2, "twice": 2, "double": 2, "triple": 3}
 _NAME = re.compile(r"\b[A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+)+\b")
 _NAME_STOP = frozenset(
     "the a an your our my this that these those please dear hi hello thanks thank yes no flight flights here "
@@ -330,6 +374,17 @@ def _scan(text: str, *, terms: Sequence[tuple[str, re.Pattern[str]]] = (), names
     return found
 
 
+def dates_in(text: str, *, day_first: bool = False) -> list[str]:
+    """The dates written in ``text``, normalized (``2026-03-14``; ``--03-14`` without a year), in any form
+    :func:`claims` reads."""
+    return [value for _, _, value in sorted(_dates(text, day_first))]
+
+
+def same_date(a: str, b: str) -> bool:
+    """Two normalized dates are one day: same month and day, and the same year where both have one."""
+    return a[-5:] == b[-5:] and (a.startswith("--") or b.startswith("--") or a[:4] == b[:4])
+
+
 def claims(text: str, *, terms: Sequence[str] = (), names: bool = False, day_first: bool = False,
            min_digits: int = 2) -> list[Claim]:
     """The checkable claims of ``text`` in reading order (every occurrence)."""
@@ -353,6 +408,10 @@ class _Index:
         self.times: set[str] = set()
         self.ids: set[str] = set()
         self.words: set[str] = set()
+        #: Digit runs of 4 or more (in ids and numbers), for "ending in 7803".
+        self.digit_runs: set[str] = set()
+        #: Lengths of JSON lists (2 passengers, 3 flights): the counts a per-item figure may be multiplied by.
+        self.list_lengths: set[int] = set()
         self.day_first = day_first
         self._chunks: list[str] = []
         for text in texts:
@@ -390,6 +449,7 @@ class _Index:
                 strings.append(str(key))
                 self._walk(item, strings)
         elif isinstance(value, list):
+            self.list_lengths.add(len(value))
             for item in value:
                 self._walk(item, strings)
 
@@ -407,6 +467,7 @@ class _Index:
             number = _canon(m.group(1))
             if number is not None:
                 self.numbers.add(number)
+        self.digit_runs.update(_DIGIT_RUN.findall(text))
         for m in _TOKEN.finditer(text):
             parts = re.split(r"[-_]", m.group(0).upper())[:8]
             for i in range(len(parts)):
@@ -419,6 +480,9 @@ class _Index:
     def supports(self, claim: Claim) -> bool:
         kind, value = claim.kind, claim.value
         if kind in ("money", "number"):
+            if claim.tail and len(value) >= 3 and value.isdigit():
+                return any(run.endswith(value) for run in self.digit_runs) or any(
+                    number.endswith(value) for number in self.numbers if len(number) > len(value))
             return value in self.numbers
         if kind == "percent":
             fraction = _canon(str(Decimal(value) / 100))
@@ -514,12 +578,32 @@ def _seen_tool_responses(turn: Turn) -> list[str]:
 
 # --------------------------------------------------------------------------- evaluator
 
+#: Where support may come from, in the order they are tried (a claim's support names the first that holds it).
+SOURCES = ("turn", "user", "earlier_turns", "arguments", "system")
+DEFAULT_SOURCES = SOURCES
+#: How a reason counts support, by source and for arithmetic.
+_CATEGORY_WORDS = {"turn": "the turn's evidence", "earlier_turns": "earlier turns", "user": "the user",
+                   "arguments": "tool arguments", "system": "the system prompt", "arithmetic": "arithmetic"}
+_ARITHMETIC_KINDS = frozenset({"money", "number"})
+#: A sentence that reports what an action did with money.
+DEFAULT_OUTCOME_PATTERNS = (
+    r"\b(?:processed|charged|refunded|deducted|credited|debited|billed|paid|reimbursed)\b",
+    r"\brefund of\b",
+)
+_ACTION_ERRORS = ToolError()
+
 
 @dataclass(frozen=True, slots=True)
 class FaithfulnessParams:
     kinds: tuple[str, ...] = DEFAULT_KINDS
     terms: tuple[str, ...] = ()
-    supported_by: tuple[str, ...] = ("turn", "user")
+    supported_by: tuple[str, ...] = DEFAULT_SOURCES
+    #: Sums, differences and products over the figures on the table back a figure (see :mod:`.arithmetic`).
+    arithmetic: bool = True
+    max_terms: int = 3
+    #: Tools whose result states what an action did (globs); amounts reported as outcomes are checked against it.
+    outcome_tools: tuple[str, ...] = ()
+    outcome_patterns: tuple[str, ...] = DEFAULT_OUTCOME_PATTERNS
     answers: str = "all"
     day_first: bool = False
     min_digits: int = 2
@@ -540,10 +624,18 @@ class FaithfulnessParams:
             if unknown:
                 raise ValueError(f"{p.owner}: parameter 'supported_by' has unknown source {unknown[0]!r} "
                                  f"(known: {', '.join(SOURCES)})")
+        p.regexes("outcome_patterns", p.strings("outcome_patterns") or (), re.IGNORECASE)
+        max_terms = p.integer("max_terms", minimum=2)
+        if max_terms is not None and max_terms > 4:
+            raise p.error("max_terms", "an integer from 2 to 4")
         return cls(
             kinds=kinds or DEFAULT_KINDS,
             terms=p.strings("terms", allow_empty=True) or (),
-            supported_by=sources or ("turn", "user"),
+            supported_by=sources or DEFAULT_SOURCES,
+            arithmetic=p.boolean("arithmetic", True),
+            max_terms=max_terms or 3,
+            outcome_tools=p.strings("outcome_tools", allow_empty=True) or (),
+            outcome_patterns=p.strings("outcome_patterns") or DEFAULT_OUTCOME_PATTERNS,
             answers=p.string("answers", choices=("all", "final")) or "all",
             day_first=p.boolean("day_first", False),
             min_digits=p.integer("min_digits", minimum=1) or 2,
@@ -551,73 +643,275 @@ class FaithfulnessParams:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """One body of evidence: where it comes from (``category``), how a reason names it, its index."""
+
+    category: str
+    label: str
+    index: _Index
+
+
 class _Checker:
-    """Claims and their support, turn by turn, with each turn's evidence indexed once."""
+    """Claims and their support, turn by turn in conversation order, each body of evidence indexed once.
+
+    Turns are checked in order because arithmetic reads the figures already on
+    the table: the supported figures of earlier answers and what the user said.
+    """
 
     def __init__(self, params: FaithfulnessParams, session: SessionView | None) -> None:
         self.params = params
         self.session = session
         self.terms = _term_patterns(params.terms)
         self.names = "name" in params.kinds
-        self._turn_index: dict[int, _Index] = {}
+        self._outcome = [re.compile(pattern, re.IGNORECASE) for pattern in params.outcome_patterns]
+        self._results: dict[int, list[_Source]] = {}
+        self._arguments: dict[int, list[_Source]] = {}
+        self._texts: dict[str, _Index] = {}
+        #: Figures on the table so far (supported figures of answers, the user's figures), in order.
+        self.table: list[Operand] = []
+        self.counts: set[int] = set()
+        self._users_tabled: set[int] = set()
 
-    def index(self, turn: Turn) -> _Index:
-        found = self._turn_index.get(turn.index)
+    def _indexed(self, category: str, label: str, texts: Sequence[str]) -> list[_Source]:
+        """One source per distinct text, each text indexed once per session."""
+        out: list[_Source] = []
+        for text in dict.fromkeys(t for t in texts if t):
+            index = self._texts.get(text)
+            if index is None:
+                index = self._texts[text] = _Index([text], self.params.day_first)
+            out.append(_Source(category, label, index))
+        return out
+
+    def results(self, turn: Turn) -> list[_Source]:
+        """The turn's tool results and retrieved documents, one source each."""
+        found = self._results.get(turn.index)
         if found is None:
-            found = self._turn_index[turn.index] = _Index(_evidence_texts(turn), self.params.day_first)
+            found = []
+            for call in turn.tool_calls:
+                if call.result is not None:
+                    found.extend(self._indexed("turn", f"{call.name} result, turn {turn.index}",
+                                               [_dump(call.result)]))
+            for doc in turn.documents:
+                if doc.get("content"):
+                    name = doc.get("id") or doc.get("title") or "document"
+                    found.extend(self._indexed("turn", f"retrieved {name}, turn {turn.index}",
+                                               [_dump(doc["content"])]))
+            self._results[turn.index] = found
         return found
 
-    def claims(self, turn: Turn) -> list[Claim]:
-        """The turn's distinct checkable claims, first occurrence kept."""
-        seen: set[tuple[str, str]] = set()
-        out = []
-        for text in _answer_texts(turn, self.params.answers):
-            for claim in _scan(text, terms=self.terms, names=self.names, day_first=self.params.day_first,
-                               min_digits=self.params.min_digits):
-                key = (claim.kind, claim.value)
-                if claim.kind in self.params.kinds and key not in seen:
-                    seen.add(key)
-                    out.append(replace(claim, turn=turn.index))
+    def arguments(self, turn: Turn) -> list[_Source]:
+        """The arguments of the turn's tool calls that worked: what was searched, booked, refunded."""
+        found = self._arguments.get(turn.index)
+        if found is None:
+            found = [source for call in turn.tool_calls
+                     if call.arguments is not None and _ACTION_ERRORS.problem(call) is None
+                     for source in self._indexed("arguments", f"{call.name} arguments, turn {turn.index}",
+                                                 [_dump(call.arguments)])]
+            self._arguments[turn.index] = found
+        return found
+
+    def _earlier(self, turn: Turn) -> list[Turn]:
+        if self.session is None:
+            return []
+        return [t for t in self.session.turns if t.index < turn.index]
+
+    def sources(self, turn: Turn) -> list[_Source]:
+        params = self.params
+        out: list[_Source] = []
+        if "turn" in params.supported_by:
+            out.extend(self.results(turn))
+        if "user" in params.supported_by:
+            out.extend(self._indexed("user", "the user", _user_texts(self.session, turn)))
+        if "earlier_turns" in params.supported_by:
+            for earlier in reversed(self._earlier(turn)):
+                out.extend(_Source("earlier_turns", s.label, s.index) for s in self.results(earlier))
+            out.extend(self._indexed("earlier_turns", "a tool response the model saw", _seen_tool_responses(turn)))
+        if "arguments" in params.supported_by:
+            for t in [turn, *reversed(self._earlier(turn))]:
+                out.extend(self.arguments(t))
+        if "system" in params.supported_by:
+            out.extend(self._indexed("system", "the system prompt", _system_texts(turn)))
         return out
 
-    def sources(self, turn: Turn) -> list[_Index]:
-        params = self.params
-        out = []
-        if "turn" in params.supported_by:
-            out.append(self.index(turn))
-        if "user" in params.supported_by:
-            out.append(_Index(_user_texts(self.session, turn), params.day_first))
-        if "earlier_turns" in params.supported_by:
-            if self.session is not None:
-                out.extend(self.index(t) for t in self.session.turns if t.index < turn.index)
-            out.append(_Index(_seen_tool_responses(turn), params.day_first))
-        if "system" in params.supported_by:
-            out.append(_Index(_system_texts(turn), params.day_first))
+    def claims(self, turn: Turn) -> list[Claim]:
+        """The turn's distinct checkable claims, first occurrence kept (an outcome if any occurrence is one)."""
+        seen: dict[tuple[str, str], int] = {}
+        out: list[Claim] = []
+        for text in _answer_texts(turn, self.params.answers):
+            outcomes = self._outcome_spans(text)
+            for claim in self._scan(text):
+                key = (claim.kind, claim.value)
+                if claim.kind not in self.params.kinds:
+                    continue
+                outcome = claim.kind == "money" and any(a <= claim.start < b for a, b in outcomes)
+                if key not in seen:
+                    seen[key] = len(out)
+                    out.append(replace(claim, turn=turn.index, outcome=outcome))
+                elif outcome:
+                    out[seen[key]] = replace(out[seen[key]], outcome=True)
         return out
+
+    def _outcome_spans(self, text: str) -> list[tuple[int, int]]:
+        """Where the sentences (and list lines) that report an action's outcome are."""
+        if not self.params.outcome_tools:
+            return []
+        spans = []
+        start = 0
+        for m in [*re.finditer(r"(?<=[.!?])\s+|\n+", text), None]:
+            end = m.start() if m is not None else len(text)
+            if any(p.search(text[start:end]) for p in self._outcome):
+                spans.append((start, end))
+            if m is not None:
+                start = m.end()
+        return spans
+
+    def _scan(self, text: str) -> list[Claim]:
+        found = _scan(text, terms=self.terms, names=self.names, day_first=self.params.day_first,
+                      min_digits=self.params.min_digits)
+        return [replace(c, tail=True) if c.kind == "number" and _TAIL_CONTEXT.search(text[:c.start]) else c
+                for c in found]
+
+    def _table_user(self, turn: Turn) -> None:
+        """The user's figures up to ``turn`` join the table (once per turn)."""
+        turns = [*self._earlier(turn), turn]
+        for t in turns:
+            if t.index in self._users_tabled:
+                continue
+            self._users_tabled.add(t.index)
+            for claim in self._scan(t.user_text):
+                if claim.kind in _ARITHMETIC_KINDS and not claim.tail:
+                    self.table.append(Operand(Decimal(claim.value), claim.text))
+            self.counts.update(_small_counts(t.user_text))
+            for source in self.results(t):
+                self.counts.update(n for n in source.index.list_lengths if 2 <= n <= 9)
 
     def check(self, turn: Turn) -> tuple[list[Claim], list[Claim]]:
-        """``(checkable, unsupported)`` claims of ``turn``."""
+        """``(checkable, unsupported)`` claims of ``turn``, each with its ``support``.
+
+        Call it for the turns in conversation order: arithmetic reads the figures of earlier answers.
+        """
         found = self.claims(turn)
+        if self.params.arithmetic:
+            self._table_user(turn)
         if not found:
             return [], []
         sources = self.sources(turn)
-        return found, [c for c in found if not any(source.supports(c) for source in sources)]
+        acted = self._acted(turn)
+        checked: list[Claim] = []
+        for claim in found:
+            if claim.outcome and acted:
+                checked.append(replace(claim, support=self._outcome_support(claim, acted)))
+                continue
+            source = next((s for s in sources if s.index.supports(claim)), None)
+            checked.append(replace(claim, support=_support_text(source) if source else "", outcome=False))
+        if self.params.arithmetic:
+            for text in _answer_texts(turn, self.params.answers):
+                self.counts.update(_small_counts(text))
+            checked = self._arithmetic(checked)
+        return checked, [c for c in checked if not c.support]
+
+    def _acted(self, turn: Turn) -> list[_Source]:
+        """The results of the turn's ``outcome_tools`` calls that worked: what its actions did."""
+        if not self.params.outcome_tools:
+            return []
+        worked = [call for call in turn.tool_calls if _matches(call.name, self.params.outcome_tools)
+                  and call.result is not None and _ACTION_ERRORS.problem(call) is None]
+        return [source for call in worked
+                for source in self._indexed("turn", f"{call.name} result, turn {turn.index}", [_dump(call.result)])]
+
+    def _outcome_support(self, claim: Claim, acted: list[_Source]) -> str:
+        """What backs an amount reported as an action's outcome: the action's result, or a sum or difference
+        of two of its figures (the new fare of two flights), never other evidence."""
+        source = next((s for s in acted if s.index.supports(claim)), None)
+        if source is not None:
+            return _support_text(source)
+        if not self.params.arithmetic:
+            return ""
+        for source in acted:
+            operands = [Operand(Decimal(n), f"{n} ({source.label})") for n in sorted(source.index.numbers,
+                                                                                     key=Decimal)]
+            how = explain(Decimal(claim.value), operands, max_terms=2)
+            if how is not None:
+                return f"= {how}"
+        return ""
+
+    def _arithmetic(self, checked: list[Claim]) -> list[Claim]:
+        """Unsupported figures that the figures on the table (this answer's included) add up to."""
+        def operand(claim: Claim) -> Operand:
+            return Operand(Decimal(claim.value), claim.text)
+
+        mine = [operand(c) for c in checked if c.support and c.kind in _ARITHMETIC_KINDS and not c.tail]
+        changed = True
+        while changed:
+            changed = False
+            for i, claim in enumerate(checked):
+                if claim.support or claim.kind not in _ARITHMETIC_KINDS or claim.tail or claim.outcome:
+                    continue
+                how = explain(Decimal(claim.value), [*self.table, *mine], max_terms=self.params.max_terms,
+                              counts=self.counts)
+                if how is not None:
+                    checked[i] = replace(claim, support=f"= {how}")
+                    mine.append(operand(claim))
+                    changed = True
+        self.table.extend(mine)
+        return checked
+
+
+def _support_text(source: _Source) -> str:
+    return source.label
+
+
+def _small_counts(text: str) -> set[int]:
+    """Counts 2-9 written in ``text`` as digits or words ("2 bags", "three passengers", "both")."""
+    out = {int(d) for d in re.findall(r"(?<![\d.,$])\b([2-9])\b(?![\d.,])", text)}
+    out.update(_COUNT_WORDS[w] for w in _WORD.findall(text.lower()) if w in _COUNT_WORDS)
+    return out
+
+
+def _category(claim: Claim) -> str:
+    support = claim.support or ""
+    if support.startswith("= "):
+        return "arithmetic"
+    if support == "the user":
+        return "user"
+    if support == "the system prompt":
+        return "system"
+    if " arguments, turn " in support:
+        return "arguments"
+    if claim.turn is not None and support.endswith(f", turn {claim.turn}"):
+        return "turn"
+    return "earlier_turns"
+
+
+def _checked_session(params: FaithfulnessParams, session: SessionView) -> list[Claim]:
+    checker = _Checker(params, session)
+    out: list[Claim] = []
+    for turn in session.turns:
+        out.extend(checker.check(turn)[0])
+    return out
 
 
 def unsupported(turn: Turn, session: SessionView | None = None,
                 params: FaithfulnessParams | Mapping[str, Any] | None = None) -> list[Claim]:
     """The claims of ``turn``'s answers that its evidence (and ``supported_by`` sources) do not back.
 
-    ``session`` is needed for the ``user`` source beyond this turn's own model
-    calls and for ``earlier_turns``.
+    ``session`` is needed for every source beyond this turn's own model calls
+    and for arithmetic over the figures of earlier answers.
     """
     if not isinstance(params, FaithfulnessParams):
         params = FaithfulnessParams.parse(params)
-    return _Checker(params, session).check(turn)[1]
+    checker = _Checker(params, session)
+    if session is not None:
+        for earlier in session.turns:
+            if earlier.index >= turn.index:
+                break
+            checker.check(earlier)
+    return checker.check(turn)[1]
 
 
 class Faithfulness:
-    """Share of the answers' checkable claims backed by the same turn's evidence (see the module doc)."""
+    """Share of the answers' checkable claims that the evidence backs, as a reader would (see the module doc)."""
 
     name = "faithfulness"
 
@@ -626,6 +920,10 @@ class Faithfulness:
 
     def unsupported(self, turn: Turn, session: SessionView | None = None) -> list[Claim]:
         return unsupported(turn, session, self.params)
+
+    def claims(self, session: SessionView) -> list[Claim]:
+        """Every checkable claim of the session, in order, each with its ``turn`` and ``support``."""
+        return _checked_session(self.params, session)
 
     async def evaluate(self, session: SessionView) -> EvalResult:
         try:
@@ -636,23 +934,35 @@ class Faithfulness:
     def _evaluate(self, session: SessionView) -> EvalResult:
         if not any(_answer_texts(turn, self.params.answers) for turn in session.turns):
             return EvalResult.failure("no agent answer text in the session; is message content capture on?")
-        checker = _Checker(self.params, session)
-        total = 0
-        missing: list[Claim] = []
-        for turn in session.turns:
-            found, bad = checker.check(turn)
-            total += len(found)
-            missing.extend(bad)
-        if total == 0:
+        found = _checked_session(self.params, session)
+        if not found:
             return EvalResult.ok(1.0, reason="no checkable claims")
-        supported = total - len(missing)
-        reason = f"{supported}/{total} claims supported"
+        missing = [c for c in found if not c.support]
+        supported = len(found) - len(missing)
+        by: dict[str, int] = {}
+        for claim in found:
+            if claim.support:
+                by[_category(claim)] = by.get(_category(claim), 0) + 1
+        reason = f"{supported}/{len(found)} claims supported"
+        if set(by) - {"turn"}:
+            reason += " (" + ", ".join(f"{by[c]} by {_CATEGORY_WORDS[c]}" for c in _CATEGORY_WORDS if c in by) + ")"
+        limit = self.params.max_listed
         if missing:
-            limit = self.params.max_listed
-            listed = ", ".join(f"turn {c.turn}: {c.text} ({c.kind})" for c in missing[:limit])
+            listed = ", ".join(f"turn {c.turn}: {c.text} ({c.kind}"
+                               f"{', not what the action returned' if c.outcome else ''})" for c in missing[:limit])
             more = f", and {len(missing) - limit} more" if len(missing) > limit else ""
-            reason += f"; unsupported: {listed}{more}"
-        return EvalResult.ok(supported / total, reason=reason)
+            reason += f"; unsupported, in no evidence: {listed}{more}"
+        beyond = [c for c in found if c.support and _category(c) not in ("turn", "user")]
+        if beyond:
+            listed = ", ".join(f"turn {c.turn}: {c.text} ({_because(c)})" for c in beyond[:limit])
+            more = f", and {len(beyond) - limit} more" if len(beyond) > limit else ""
+            reason += f"; supported beyond the turn: {listed}{more}"
+        return EvalResult.ok(supported / len(found), reason=reason)
+
+
+def _because(claim: Claim) -> str:
+    support = claim.support or ""
+    return support if support.startswith("= ") else f"in {support}"
 
 
 # --------------------------------------------------------------------------- embeddings
