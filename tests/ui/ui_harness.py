@@ -8,7 +8,6 @@ drift series, clusters and the incidents' alerts are all in place.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
