@@ -13,6 +13,7 @@ mapping table of its own::
     ├── NotFound (404 not_found)
     ├── Forbidden (403 forbidden)
     ├── BadRequest (400 bad_request)
+    ├── Conflict (409 conflict)
     ├── Unauthorized (401 unauthorized)
     └── Unavailable (503 unavailable)
 """
@@ -81,6 +82,13 @@ class BadRequest(AgentwatchError):
 
     status = 400
     code = "bad_request"
+
+
+class Conflict(AgentwatchError):
+    """The request contradicts what is stored (a dataset that exists, a version that cannot change)."""
+
+    status = 409
+    code = "conflict"
 
 
 class Unauthorized(AgentwatchError):

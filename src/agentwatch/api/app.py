@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from agentwatch import __version__
 from agentwatch.alert import store as alert_store
+from agentwatch.api.feedback import feedback_routes
 from agentwatch.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agentwatch.api.metrics import render as render_metrics
 from agentwatch.api.openapi import openapi_spec
@@ -33,7 +34,7 @@ from agentwatch.ingest.grpc import make_grpc_server
 from agentwatch.ingest.http import make_otlp_endpoint
 from agentwatch.pipeline import Pipeline
 from agentwatch.settings import Settings, parse_duration
-from agentwatch.store import evaluations, labels
+from agentwatch.store import evaluations
 from agentwatch.store.erase import erase_user
 from agentwatch.store.models import utcnow
 from agentwatch.store.store import SessionFilter, decode_time_cursor, encode_time_cursor
@@ -211,18 +212,6 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
             return JSONResponse({"status": "unavailable", "reason": "writer not running"}, 503)
         return JSONResponse({"status": "ready"})
 
-    async def label(request: Request) -> JSONResponse:
-        project_id = await asyncio.to_thread(auth.project_for, request.headers)
-        try:
-            body = await request.json()
-        except ValueError:
-            raise BadRequest("the body must be JSON") from None
-        stored = await asyncio.to_thread(labels.add_label, store.engine, project_id, labels.validate(body))
-        stored["event_time"] = rfc3339(stored.pop("event_time_ns"))
-        stored["created_at"] = rfc3339(stored["created_at"])
-        stored.pop("project_id")
-        return JSONResponse(stored, status_code=201)
-
     def metrics(request: Request) -> Response:
         auth.project_for(request.headers)
         return Response(render_metrics(pipeline), media_type=METRICS_CONTENT_TYPE)
@@ -247,7 +236,7 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        Route("/api/v1/labels", label, methods=["POST"]),
+        *feedback_routes(pipeline),
         *alert_routes(settings, pipeline),
         *monitor_routes(pipeline),
         *ui_routes(settings, pipeline),
@@ -304,6 +293,7 @@ def evaluator_items(pipeline: Pipeline) -> list[dict[str, Any]]:
         described = spec.describe(catalogue.default_rate) if spec else {
             "name": row["name"], "kind": row["kind"], "version": row["version"]}
         described.update(current=spec is not None, created_at=rfc3339(row["created_at"]),
+                         calibration=row.get("calibration"),
                          first_used_at=rfc3339(row["first_used_at"]) if row["first_used_at"] else None)
         items.append(described)
     for spec in catalogue.specs:

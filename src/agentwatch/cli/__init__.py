@@ -1,4 +1,4 @@
-"""The ``agentwatch`` command: serve, migrate, keys, eval, erase, version."""
+"""The ``agentwatch`` command: serve, migrate, keys, eval, erase, label, dataset, calibrate, gate, version."""
 
 from __future__ import annotations
 
@@ -329,10 +329,13 @@ def erase(user_id: str, project: str | None, config: str | None, database_url: s
 
 
 def _register_traffic() -> None:
+    from agentwatch.cli.feedback import COMMANDS
     from agentwatch.cli.traffic import import_command, replay
 
     main.add_command(replay)
     main.add_command(import_command)
+    for command in COMMANDS:
+        main.add_command(command)
 
 
 _register_traffic()

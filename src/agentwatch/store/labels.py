@@ -62,3 +62,18 @@ def add_label(engine: Engine, project_id: int, fields: dict[str, Any]) -> dict[s
                "created_at": utcnow()}
         label_id = conn.execute(m.labels.insert().values(**row)).inserted_primary_key[0]  # type: ignore[index]
     return {"id": int(label_id), **row}
+
+
+def list_labels(engine: Engine, project_id: int, *, session_id: str | None = None, evaluator: str | None = None,
+                limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
+    """Labels newest first, optionally of one session and/or one evaluator."""
+    lb = m.labels.c
+    query = select(m.labels).where(lb.project_id == project_id)
+    if session_id is not None:
+        query = query.where(lb.session_id == session_id)
+    if evaluator is not None:
+        query = query.where(lb.evaluator == evaluator)
+    if before_id is not None:
+        query = query.where(lb.id < before_id)
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(query.order_by(lb.id.desc()).limit(limit)).mappings()]

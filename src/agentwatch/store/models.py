@@ -188,6 +188,9 @@ sessions = Table(
 )
 Index("ix_sessions_start", sessions.c.project_id, sessions.c.start_ns)
 Index("ix_sessions_open", sessions.c.project_id, sessions.c.complete, sessions.c.end_ns)
+#: Flagged sessions in the order they were flagged (the review queue's oldest unreviewed one).
+Index("ix_sessions_flagged", sessions.c.project_id, sessions.c.evaluated_at,
+      sqlite_where=sessions.c.flagged, postgresql_where=sessions.c.flagged)
 
 #: OTLP log records that name a span (evaluations, inference details, legacy
 #: message events). Kept apart so they attach whether they come before or after
@@ -234,6 +237,8 @@ evaluators = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     #: When a score of this version was first written.
     Column("first_used_at", UtcDateTime()),
+    #: The latest calibration run of this version: {run_id, dataset, dataset_version, n, accuracy, kappa, ...}.
+    Column("calibration", JSONType),
 )
 
 scores = Table(
@@ -478,3 +483,80 @@ notifications = Table(
     Column("sent_at", UtcDateTime()),
 )
 Index("ix_notifications_due", notifications.c.state, notifications.c.next_attempt_at)
+
+
+#: Named datasets of labelled cases (agentwatch.feedback.datasets); ``floors`` are the gate's pass-rate floors.
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("project_id", IdType, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("description", Text),
+    Column("floors", JSONType, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+Index("ux_datasets_name", datasets.c.project_id, datasets.c.name, unique=True)
+
+#: Immutable versions: a version is its list of cases (``dataset_members``) and the evaluator versions it pins.
+dataset_versions = Table(
+    "dataset_versions",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("dataset_id", IdType, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("case_count", Integer, nullable=False),
+    #: sha256 over the members' digests and the pins: a read checks it.
+    Column("digest", String(64), nullable=False),
+    #: {evaluator: {version, kind, rule?, function?, params, threshold, direction}}
+    Column("pins", JSONType, nullable=False),
+    Column("author", Text),
+    Column("note", Text),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+Index("ux_dataset_versions", dataset_versions.c.dataset_id, dataset_versions.c.version, unique=True)
+
+#: A case: a snapshot of a session with its expected verdicts, written once.
+dataset_cases = Table(
+    "dataset_cases",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("dataset_id", IdType, nullable=False),
+    Column("case_id", Text, nullable=False),
+    #: sha256 of the canonical JSON of ``content``.
+    Column("digest", String(64), nullable=False),
+    Column("content", JSONType, nullable=False),
+    Column("source_session_id", Text),
+    #: Kept for erasure.
+    Column("source_user_id", Text),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+Index("ux_dataset_cases_digest", dataset_cases.c.dataset_id, dataset_cases.c.digest, unique=True)
+Index("ix_dataset_cases_source", dataset_cases.c.source_session_id)
+
+dataset_members = Table(
+    "dataset_members",
+    metadata,
+    Column("version_id", IdType, primary_key=True),
+    Column("case_row_id", IdType, primary_key=True),
+)
+
+#: Agreement of an evaluator version with labels: of a dataset version, or of production labels.
+calibration_runs = Table(
+    "calibration_runs",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("project_id", IdType, nullable=False),
+    Column("evaluator", Text, nullable=False),
+    Column("evaluator_version", String(32), nullable=False),
+    #: dataset | labels
+    Column("source", String(16), nullable=False),
+    Column("dataset", Text),
+    Column("dataset_version", Integer),
+    Column("n", Integer, nullable=False),
+    Column("metrics", JSONType, nullable=False),
+    Column("disagreements", JSONType, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+Index("ix_calibration_runs_evaluator", calibration_runs.c.project_id, calibration_runs.c.evaluator,
+      calibration_runs.c.evaluator_version, calibration_runs.c.id)

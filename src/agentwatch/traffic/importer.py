@@ -91,9 +91,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             raise ImportFormatError(f"{path}: record {i} has no 'traj' list of messages")
         if "task_id" not in record:
             raise ImportFormatError(f"{path}: record {i} has no 'task_id'")
-        for j, message in enumerate(record["traj"]):
-            if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant", "tool"):
-                raise ImportFormatError(f"{path}: record {i}, message {j}: expected an OpenAI chat message")
+        check_messages(record["traj"], f"{path}: record {i}")
     return data
 
 
@@ -149,6 +147,29 @@ def import_sessions(
                                 user_id if isinstance(user_id, str) else None, t)
         writer.write(record["traj"])
         yield writer.session(resource)
+
+
+def check_messages(messages: Any, where: str) -> list[dict[str, Any]]:
+    """``messages`` if it is a list of OpenAI chat messages; ImportFormatError names the first that is not."""
+    if not isinstance(messages, list):
+        raise ImportFormatError(f"{where}: expected a list of OpenAI chat messages")
+    for j, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant", "tool"):
+            raise ImportFormatError(f"{where}, message {j}: expected an OpenAI chat message "
+                                    "(role system, user, assistant or tool)")
+    return messages
+
+
+def conversation_request(session_id: str, messages: Any, start_ns: int, *, service: str = "agent",
+                         model: str = "gpt-4o", provider: str = "openai",
+                         agent_version: str = "1.0.0") -> ExportTraceServiceRequest:
+    """One conversation's messages as the OTLP request of a session, as :func:`import_sessions` sends them."""
+    check_messages(messages, f"session {session_id!r}")
+    rng = random.Random(f"agentwatch.import:{session_id}")
+    instance = str(uuid.UUID(int=random.Random(f"agentwatch.import:{service}").getrandbits(128), version=4))
+    writer = _SessionWriter(rng, session_id, service, model, provider, None, start_ns)
+    writer.write(messages)
+    return writer.session(sdk_resource(service, agent_version, instance, "candidate")).request
 
 
 def _parts(message: dict[str, Any]) -> dict[str, Any]:
