@@ -77,6 +77,8 @@ class Scope:
     service: str | None
     agent_version: str | None
     ticked: bool
+    #: Whether the project has any session at all (else the pages say how to send some).
+    has_sessions: bool = True
     choices: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -244,9 +246,10 @@ class Dashboard:
             names = [name for _, name in queries.projects(conn)] if not keys_required else []
         now_ns = max(tick or 0, latest or 0) or int(utcnow().timestamp()) * NS
         scope = Scope(request, project_id, self.store.project_name(project_id), names, keys_required, now_ns,
-                      chosen, q.get("service") or None, q.get("agent_version") or None, tick is not None)
+                      chosen, q.get("service") or None, q.get("agent_version") or None, tick is not None,
+                      latest is not None)
         with self.engine.connect() as conn:
-            scope.choices = queries.label_values(conn, project_id, scope.since_ns - BASELINE_NS, now_ns + HOUR_NS)
+            scope.choices = queries.label_values(conn, project_id, scope.since_ns, now_ns + HOUR_NS)
         return scope
 
     def render(self, scope: Scope | None, template: str, status: int = 200, **values: Any) -> HTMLResponse:
@@ -305,7 +308,7 @@ class Dashboard:
         rules = {a["rule"] for a in firing_alerts if a["kind"] == "burn_rate"}
         slos = [dict(e, state=slo_state(e, rules)) for e in self.pipeline.monitor.slo_status(scope.project_id)
                 if _labels_match(e["labels"], scope)]
-        empty = sessions.count == 0 and scope.choices.get("service") == [] and not firing_alerts
+        empty = not scope.has_sessions and not firing_alerts
         return self.render(scope, "overview.html", firing=firing_alerts,
                            resolved=[alert_store.alert_dict(r, public_url) for r in resolved], slos=slos,
                            sessions=int(sessions.count), empty=empty, tick=rfc3339(
@@ -328,12 +331,15 @@ class Dashboard:
         base_since = scope.since_ns - BASELINE_NS
         cards = []
         with self.engine.connect() as conn:
-            agent_marks = [charts.Marker(t, v, "agent")
-                           for v, t in queries.first_seen(conn, scope.project_id, SESSION_DIMENSION, "agent_version")]
+            # Versions first seen after the baseline began are new in the window: those get a marker.
+            agent_marks = [charts.Marker(t, v, "agent") for v, t in queries.first_seen(
+                conn, scope.project_id, SESSION_DIMENSION, "agent_version", since_ns=base_since, until_ns=until)
+                if t > base_since]
             for name in names if wanted is None else [wanted]:
                 spec = catalogue.by_name(name)
                 stat = drift.statistic(spec)
-                versions = queries.first_seen(conn, scope.project_id, name, "evaluator_version")
+                versions = queries.first_seen(conn, scope.project_id, name, "evaluator_version",
+                                              since_ns=base_since, until_ns=until)
                 points = queries.series(conn, scope.project_id, name, since_ns=scope.since_ns, until_ns=until,
                                         bucket_ns=scope.bucket_ns, labels=scope.labels)
                 window = queries.window_totals(conn, scope.project_id, name, since_ns=scope.since_ns,
@@ -366,7 +372,8 @@ class Dashboard:
             if base_mean is not None and base_var is not None and n > 0:
                 half = BAND_Z * (base_var / n) ** 0.5
                 band.append((point.start_ns, base_mean - half, base_mean + half))
-        markers = [charts.Marker(t, v[:8], "evaluator") for v, t in versions] + agent_marks
+        first_hour = scope.since_ns - BASELINE_NS
+        markers = [charts.Marker(t, v[:8], "evaluator") for v, t in versions if t > first_hour] + agent_marks
         label = "pass rate" if stat == "pass_rate" else "mean score"
         n_window = drift.scored(window)
         return {
@@ -454,7 +461,7 @@ class Dashboard:
         return self.render(scope, "sessions.html", sessions=items, cursor=cursor, evaluators=names,
                            filters={"intent": q.get("intent") or "", "flagged": q.get("flagged") or "",
                                     "failing": q.get("failing") or ""},
-                           empty_store=not items and not q.get("cursor") and scope.choices.get("service") == [])
+                           empty_store=not scope.has_sessions)
 
     def session(self, scope: Scope) -> Response:
         session_id = scope.request.path_params["session_id"]

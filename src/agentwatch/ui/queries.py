@@ -5,9 +5,9 @@ clusters, evaluators) the pages read through the same functions the API
 handlers call. What is here has no API twin: the rolling mean of a
 dimension per time bucket and its baseline, read from the rollups (one row
 per bucket, never per score); the event time each evaluator and agent
-version was first seen, from the hourly rollups; a score histogram of one
-evaluator version over a window, counted by the database on the
-``(project, evaluator, version, event time)`` index; a template's hits per
+version was first seen in a window, from the hourly rollups; a score histogram of one
+evaluator version over a window (its newest few thousand), counted by the database
+on the ``(project, evaluator, version, event time)`` index; a template's hits per
 bucket. No read loads a table: each groups or limits in SQL.
 """
 
@@ -25,6 +25,8 @@ from agentwatch.store import models as m
 NS = 1_000_000_000
 #: Buckets of a score histogram over [0, 1].
 HISTOGRAM_BINS = 10
+#: Scores per histogram: the newest of the window.
+HISTOGRAM_SAMPLE = 2000
 _SUMS = ("count", "weighted_count", "weighted_sum", "weighted_sum_sq", "failures", "weighted_failures", "errors")
 
 
@@ -101,28 +103,33 @@ def window_totals(conn: Connection, project_id: int, dimension: str, *, since_ns
     return found.get((), ZERO)
 
 
-def first_seen(conn: Connection, project_id: int, dimension: str, column: str) -> list[tuple[str, int]]:
-    """(value, the event-time hour it was first seen) of ``column`` (evaluator_version or agent_version)
-    in ``dimension``'s hourly buckets, oldest first."""
+def first_seen(conn: Connection, project_id: int, dimension: str, column: str, *, since_ns: int,
+               until_ns: int) -> list[tuple[str, int]]:
+    """(value, the first event-time hour it has in [since, until)) of ``column`` (evaluator_version or
+    agent_version) in ``dimension``'s hourly buckets, oldest first. A value first met at the window's start
+    may be older; one first met later is new in the window. The read is bounded by the window."""
     r = m.rollups_hourly.c
     rows = conn.execute(select(r[column], func.min(r.minute_ns)).where(
-        r.project_id == project_id, r.dimension == dimension).group_by(r[column]))
+        r.project_id == project_id, r.dimension == dimension, r.minute_ns >= since_ns - since_ns % HOUR_NS,
+        r.minute_ns < until_ns).group_by(r[column]))
     return sorted(((str(v), int(t)) for v, t in rows if v), key=lambda item: item[1])
 
 
 def score_histogram(conn: Connection, project_id: int, evaluator: str, evaluator_version: str, *,
-                    since_ns: int, until_ns: int) -> list[int]:
-    """Counts of the version's scores (not shadow, not errors) in ``HISTOGRAM_BINS`` equal bins of [0, 1]."""
+                    since_ns: int, until_ns: int, newest: int = HISTOGRAM_SAMPLE) -> list[int]:
+    """Counts of the version's latest ``newest`` scores (not shadow, not errors) in [since, until), in
+    ``HISTOGRAM_BINS`` equal bins of [0, 1]. The latest few thousand read off the index's end give the shape
+    of the distribution at a cost that does not grow with the traffic."""
     s = m.scores.c
-    # Bins by comparison: a cast of score * bins would round on one engine and truncate on the other.
-    binned = case(*((s.score < (i + 1) / HISTOGRAM_BINS, i) for i in range(HISTOGRAM_BINS - 1)),
-                  else_=HISTOGRAM_BINS - 1)
-    rows = conn.execute(select(binned, func.count()).where(
+    latest = (select(s.score).where(
         s.project_id == project_id, s.evaluator == evaluator, s.evaluator_version == evaluator_version,
-        s.event_time_ns >= since_ns, s.event_time_ns < until_ns, s.score.is_not(None),
-        s.shadow.is_(False)).group_by(binned))
+        s.event_time_ns >= since_ns, s.event_time_ns < until_ns, s.score.is_not(None), s.shadow.is_(False))
+        .order_by(s.event_time_ns.desc()).limit(newest).subquery())
+    # Bins by comparison: a cast of score * bins would round on one engine and truncate on the other.
+    binned = case(*((latest.c.score < (i + 1) / HISTOGRAM_BINS, i) for i in range(HISTOGRAM_BINS - 1)),
+                  else_=HISTOGRAM_BINS - 1)
     counts = [0] * HISTOGRAM_BINS
-    for index, count in rows:
+    for index, count in conn.execute(select(binned, func.count()).group_by(binned)):
         counts[min(max(int(index or 0), 0), HISTOGRAM_BINS - 1)] += int(count)
     return counts
 
