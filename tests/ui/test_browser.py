@@ -152,3 +152,40 @@ def test_selectors_apply_on_change(filled: Filled, watched: Watched) -> None:
     assert [ids.nth(i).get_attribute("data-session-id") for i in range(ids.count())] == [s["session_id"] for s in api]
     page.locator("nav >> text=Dimensions").click()
     page.wait_for_url(re.compile(r"/dimensions\?.*range=7d"))
+
+
+def test_label_a_session_in_one_key_press_and_add_it_to_a_dataset(filled: Filled, watched: Watched) -> None:
+    page = watched.page
+    page.goto(filled.url + "/review?evaluator=tool_use")
+    queue = filled.api("/api/v1/review", evaluator="tool_use", limit=20)["items"]
+    items = page.locator("article.review-item")
+    assert queue and [items.nth(i).get_attribute("data-session-id") for i in range(items.count())] == [
+        q["session"]["session_id"] for q in queue]
+    first = queue[0]["session"]["session_id"]
+    page.keyboard.press("2")  # real failure, for the focused (first) session's tool_use
+    page.wait_for_selector("#notice")
+    assert f"labelled {first} for tool_use: real_failure" in page.locator("#notice").inner_text()
+    labels = filled.api("/api/v1/labels", session_id=first)["items"]
+    assert [(lb["evaluator"], lb["verdict"]) for lb in labels] == [("tool_use", "real_failure")]
+    assert first not in [i.get_attribute("data-session-id") for i in page.locator("article.review-item").all()]
+
+    second = page.locator("article.review-item").nth(1).get_attribute("data-session-id")
+    page.fill("#dataset-name", "ui-regressions")
+    page.locator("main h1").click()  # keys go to the page, not the text field
+    page.keyboard.press("j")
+    page.keyboard.press("d")
+    page.keyboard.press("1")  # correct, and add it to the dataset
+    page.wait_for_selector("#notice")
+    assert "added to ui-regressions version 1" in page.locator("#notice").inner_text()
+    found = {d["name"]: d for d in filled.api("/api/v1/datasets")["items"]}
+    assert found["ui-regressions"]["case_count"] == 1
+    cases = filled.api("/api/v1/datasets/ui-regressions/versions/latest/items", spans="false")["items"]
+    assert [c["case_id"] for c in cases] == [second]
+
+    runs = filled.api("/api/v1/calibration-runs", evaluator="tool_use", limit=1)["items"]
+    assert runs, "labels run the evaluator's calibration"
+    card = page.locator('.calibrations .calibration[data-evaluator="tool_use"]')
+    assert card.get_attribute("data-run-id") == str(runs[0]["id"])
+    confusion = runs[0]["metrics"]["confusion"]
+    assert card.locator("td.tp").inner_text() == str(confusion["tp"])
+    assert card.locator("td.tn").inner_text() == str(confusion["tn"])

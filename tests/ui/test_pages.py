@@ -42,7 +42,8 @@ def test_every_page_answers_html_with_only_its_own_assets(filled: Filled) -> Non
     session_id = filled.api("/api/v1/sessions", limit=1)["items"][0]["session_id"]
     paths = ["/", "/dimensions", "/dimensions?evaluator=tool_use", "/alerts", "/alerts?state=firing",
              f"/alerts/{alert['id']}", "/sessions", "/sessions?flagged=true", f"/sessions/{session_id}", "/clusters",
-             "/evaluators", "/?range=7d", "/?range=1h", "/dimensions?range=30d", "/clusters?range=6h"]
+             "/evaluators", "/?range=7d", "/?range=1h", "/dimensions?range=30d", "/clusters?range=6h", "/review",
+             "/review?state=all&reason=flagged", f"/review?alert={alert['id']}"]
     for path in paths:
         response = httpx.get(filled.url + path, timeout=60)
         assert response.status_code == 200, (path, response.text[:500])
@@ -197,3 +198,29 @@ def test_bad_input_gets_a_page_naming_it(filled: Filled) -> None:
     response = httpx.post(f"{filled.url}/alerts/1/silence", data={"duration": "9d", "author": "a", "comment": "b"},
                           timeout=30)
     assert response.status_code == 400 and "duration" in response.text
+
+
+def test_review_queue_and_calibration_match_the_api(filled: Filled) -> None:
+    page = filled.page("/review", evaluator="goal_completion").text
+    queue = filled.api("/api/v1/review", evaluator="goal_completion", limit=20)["items"]
+    assert queue and attrs(page, "data-session-id") == [q["session"]["session_id"] for q in queue]
+    target = queue[-1]["session"]["session_id"]
+    bad = httpx.post(f"{filled.url}/review/label", data={"session_id": target, "evaluator": "goal_completion",
+                                                         "verdict": "maybe"}, timeout=30)
+    assert bad.status_code == 400 and "verdict" in bad.text
+    assert filled.api("/api/v1/labels", session_id=target)["items"] == []
+    done = httpx.post(f"{filled.url}/review/label", data={
+        "session_id": target, "evaluator": "goal_completion", "verdict": "false_positive", "note": "fine really",
+        "author": "rev", "back": "/review?evaluator=goal_completion&cursor=x"}, timeout=30)
+    assert done.status_code == 303
+    assert done.headers["location"].startswith("/review?evaluator=goal_completion&notice=")
+    label = filled.api("/api/v1/labels", session_id=target)["items"][0]
+    assert (label["verdict"], label["note"], label["author"]) == ("false_positive", "fine really", "rev")
+    after = filled.page("/review", evaluator="goal_completion").text
+    assert target not in attrs(after, "data-session-id")
+
+    runs = filled.api("/api/v1/calibration-runs", evaluator="goal_completion", limit=1)["items"]
+    assert runs
+    evaluators = filled.page("/evaluators").text
+    assert f'data-run-id="{runs[0]["id"]}"' in evaluators
+    assert f'data-run-id="{runs[0]["id"]}"' in after

@@ -31,6 +31,8 @@ def ui_routes(settings: Settings, pipeline: Pipeline) -> list[BaseRoute]:
         Route("/traces/{trace_id}", ui.page(ui.trace), methods=["GET"]),
         Route("/clusters", ui.page(ui.clusters), methods=["GET"]),
         Route("/evaluators", ui.page(ui.evaluators), methods=["GET"]),
+        Route("/review", ui.page(ui.review), methods=["GET"]),
+        Route("/review/label", ui.action(ui.label), methods=["POST"]),
         Route("/login", ui.login_form, methods=["GET"]),
         Route("/login", ui.login_post, methods=["POST"]),
         Route("/logout", ui.logout, methods=["POST"]),

@@ -27,16 +27,18 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from agentwatch.alert import store as alert_store
+from agentwatch.api.feedback import create_label, review_items, run_json
 from agentwatch.api.views import rfc3339, score_json, session_json, span_tree
 from agentwatch.auth import token_from_headers
 from agentwatch.errors import AgentwatchError, BadRequest, NotFound, Unauthorized
+from agentwatch.feedback import calibration, datasets, review
 from agentwatch.monitor import clusters as cluster_store
 from agentwatch.monitor import drift
 from agentwatch.monitor.base import KINDS
 from agentwatch.monitor.rollups import HOUR_NS, MINUTE_NS, SESSION_DIMENSION
 from agentwatch.pipeline import Pipeline
 from agentwatch.settings import Settings, parse_duration
-from agentwatch.store import evaluations
+from agentwatch.store import evaluations, labels
 from agentwatch.store.models import utcnow
 from agentwatch.store.store import SessionFilter
 from agentwatch.ui import charts, queries
@@ -59,6 +61,10 @@ BASELINE_NS = 7 * 24 * 3600 * NS
 BAND_Z = 3.0
 PAGE_SIZE = 50
 SILENCE_DURATIONS = ("1h", "4h", "12h", "24h")
+REVIEW_PAGE = 20
+#: The review page's verdicts, by the key that gives each.
+REVIEW_KEYS = (("1", "correct"), ("2", "real_failure"), ("3", "false_positive"), ("4", "false_negative"),
+               ("5", "edge_case"))
 #: The filters every page keeps in its links.
 SCOPE_PARAMS = ("project", "service", "agent_version", "range")
 
@@ -526,9 +532,72 @@ class Dashboard:
 
         items = evaluator_items(self.pipeline)
         by_name: dict[str, list[dict[str, Any]]] = {}
-        for item in items:
-            by_name.setdefault(item["name"], []).append(item)
+        with self.engine.connect() as conn:
+            for item in items:
+                found = calibration.latest_run(conn, scope.project_id, item["name"], item["version"])
+                item["calibration_run"] = run_json(found) if found else None
+                by_name.setdefault(item["name"], []).append(item)
         return self.render(scope, "evaluators.html", evaluators=by_name)
+
+    # -- review queue --------------------------------------------------------
+
+    def review(self, scope: Scope) -> Response:
+        q = scope.request.query_params
+        evaluator = q.get("evaluator") or None
+        reason = q.get("reason") or None
+        state = q.get("state") or "unreviewed"
+        if reason is not None and reason not in review.REASONS:
+            raise BadRequest(f"reason: expected one of {', '.join(review.REASONS)}, got {reason!r}")
+        if state not in review.STATES:
+            raise BadRequest(f"state: expected one of {', '.join(review.STATES)}, got {state!r}")
+        alert = q.get("alert") or None
+        if alert is not None and not alert.isdigit():
+            raise BadRequest(f"alert: expected an alert id, got {alert!r}")
+        names = list(dict.fromkeys(s.name for s in self.pipeline.catalogue.specs))
+        flt = review.ReviewFilter(evaluator=evaluator, alert_id=int(alert) if alert else None, reason=reason,
+                                  state=state)
+        with self.engine.connect() as conn:
+            found, cursor = review.queue(conn, scope.project_id, flt, limit=REVIEW_PAGE, cursor=q.get("cursor") or None)
+            runs = {name: calibration.list_runs(conn, scope.project_id, evaluator=name, limit=1)
+                    for name in ([evaluator] if evaluator else names)}
+            known = [d["name"] for d in datasets.list_datasets(conn, scope.project_id)]
+        items = review_items(self.pipeline, scope.project_id, found)
+        for item in items:
+            scored = [s["evaluator"] for s in item["scores"]]
+            item["dimension"] = (evaluator if evaluator in scored else None) or next(
+                iter(item["failing"] or item["sampled_for"] or scored or names), "")
+            item["dimensions"] = list(dict.fromkeys(scored + ([evaluator] if evaluator else [])))
+        calibrations = {name: run_json(rows[0]) for name, rows in runs.items() if rows}
+        return self.render(scope, "review.html", items=items, cursor=cursor, evaluators=names, evaluator=evaluator,
+                           reason=reason, state=state, reasons=review.REASONS, states=review.STATES,
+                           verdicts=REVIEW_KEYS, calibrations=calibrations, datasets=known,
+                           notice=q.get("notice"), back=_local(str(scope.request.url)))
+
+    async def label(self, request: Request, project_id: int, fields: dict[str, str]) -> Response:
+        checked = labels.validate({"session_id": fields.get("session_id", ""), "evaluator": fields.get("evaluator", ""),
+                                   "verdict": fields.get("verdict"), "note": fields.get("note") or None,
+                                   "author": fields.get("author") or None})
+        stored = await asyncio.to_thread(create_label, self.pipeline, project_id, checked)
+        notice = f"labelled {stored['session_id']} for {stored['evaluator']}: {stored['verdict']}"
+        run = stored.get("calibration")
+        if run:
+            metrics = run.get("metrics") or {}
+            notice += (f"; {stored['evaluator']} agrees with labels {_pct(metrics.get('accuracy'))}"
+                       f" (kappa {_num(metrics.get('kappa'), 2)}, n={run.get('n')})")
+        dataset = fields.get("dataset", "").strip()
+        if fields.get("add") == "on" and dataset:
+            project = self.store.project_name(project_id)
+            added = await asyncio.to_thread(
+                datasets.add_from_request, self.engine, self.pipeline.scorer.load, self.pipeline.catalogue,
+                self.pipeline.options, project_id, project, dataset,
+                {"sessions": [{"session_id": stored["session_id"], "evaluators": [stored["evaluator"]]}],
+                 "author": checked.get("author")})
+            notice += f"; added to {added.get('dataset', dataset)} version {added.get('version')}"
+        back = _local(fields.get("back") or "/review")
+        parts = urlsplit(back)
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("notice", "cursor")]
+        query.append(("notice", notice))
+        return RedirectResponse(f"{parts.path}?{urlencode(query)}", 303)
 
     # -- signing in ----------------------------------------------------------
 

@@ -14,3 +14,52 @@ window.addEventListener("DOMContentLoaded", () => {
     anchor.scrollIntoView({ block: "start" });
   }
 });
+// The review queue: j/k move between sessions, 1-5 label the focused one, d toggles "also add to the dataset", o opens it.
+(() => {
+  const items = () => Array.from(document.querySelectorAll(".review-item"));
+  const focused = () => document.querySelector(".review-item.focused") || items()[0];
+  const focus = (item) => {
+    if (!item) return;
+    items().forEach((i) => i.classList.toggle("focused", i === item));
+    item.scrollIntoView({ block: "nearest" });
+  };
+  document.addEventListener("keydown", (event) => {
+    if (!document.querySelector(".review-item") || event.ctrlKey || event.metaKey || event.altKey) return;
+    const tag = event.target instanceof HTMLElement ? event.target.tagName : "";
+    if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT") return;
+    const all = items();
+    const current = focused();
+    const index = all.indexOf(current);
+    if (event.key === "j") { focus(all[Math.min(index + 1, all.length - 1)]); event.preventDefault(); }
+    else if (event.key === "k") { focus(all[Math.max(index - 1, 0)]); event.preventDefault(); }
+    else if (event.key === "d") { const box = document.getElementById("add-to-dataset"); box.checked = !box.checked; event.preventDefault(); }
+    else if (event.key === "o") { const link = current && current.querySelector("a.open"); if (link) link.click(); }
+    else if (/^[1-5]$/.test(event.key) && current) {
+      const button = current.querySelector(`button[data-key="${event.key}"]`);
+      if (button) { event.preventDefault(); button.click(); }
+    }
+  });
+  document.addEventListener("click", (event) => {
+    const item = event.target instanceof Element ? event.target.closest(".review-item") : null;
+    if (item) focus(item);
+  });
+  // A label posts the dataset choice with it, and remembers who is labelling.
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.classList.contains("label-form")) return;
+    const box = document.getElementById("add-to-dataset");
+    form.elements.namedItem("add").value = box && box.checked ? "on" : "";
+    form.elements.namedItem("dataset").value = document.getElementById("dataset-name").value;
+    const author = form.elements.namedItem("author");
+    if (author.value) { localStorage.setItem("agentwatch-author", author.value); }
+    else { author.value = localStorage.getItem("agentwatch-author") || ""; }
+    sessionStorage.setItem("agentwatch-add", box && box.checked ? "on" : "");
+  });
+  window.addEventListener("DOMContentLoaded", () => {
+    const box = document.getElementById("add-to-dataset");
+    if (box) box.checked = sessionStorage.getItem("agentwatch-add") === "on";
+    document.querySelectorAll(".label-form .author").forEach((input) => {
+      if (!input.value) input.value = localStorage.getItem("agentwatch-author") || "";
+    });
+  });
+})();
