@@ -35,7 +35,6 @@ SHOTS = [
     ("dimensions.png", "/dimensions?evaluator=faithfulness", ".dimension", 520),
     ("alert.png", "/alerts/{alert}", "h1", 760),
     ("session.png", "/traces/{trace}", ".turn.highlight", 820),
-    ("clusters.png", "/clusters", ".cluster", 640),
 ]
 
 
@@ -46,8 +45,10 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="agentwatch-shots-") as folder:
         server = ServerProcess(f"sqlite:///{Path(folder) / 'agentwatch.db'}", config=CONFIG, grpc=False, cwd=folder)
-        with server:
-            incidents = [INCIDENTS["new_tool_error"](END - 45 * MINUTE), INCIDENTS["off_policy_refund"](END - 20 * MINUTE)]
+        server.start(timeout=120)
+        try:
+            incidents = [INCIDENTS["new_tool_error"](END - 45 * MINUTE),
+                         INCIDENTS["off_policy_refund"](END - 20 * MINUTE)]
             sent = send(Generator(seed=1, start_ns=START, sessions_per_hour=120, incidents=incidents).sessions(
                 until_ns=END), server.url, concurrency=8)
             flush(server.url, timeout=900)
@@ -67,6 +68,8 @@ def main() -> int:
                     page.close()
                     print(f"{args.out / name}: {(args.out / name).stat().st_size / 1000:.0f} kB")
                 browser.close()
+        finally:
+            server.stop()
     return 0
 
 

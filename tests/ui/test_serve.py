@@ -11,7 +11,8 @@ from agentwatch.testing import ServerProcess
 
 
 def test_serve_prints_the_dashboard_and_an_empty_one_says_how_to_send_traces(tmp_path: Path) -> None:
-    with ServerProcess(f"sqlite:///{tmp_path / 'empty.db'}", grpc=False, cwd=tmp_path) as server:
+    server = ServerProcess(f"sqlite:///{tmp_path / 'empty.db'}", grpc=False, cwd=tmp_path).start(timeout=60)
+    try:
         assert f"agentwatch dashboard: {server.url}/" in server.log()
         overview = httpx.get(server.url + "/", timeout=30)
         assert overview.status_code == 200
@@ -26,3 +27,5 @@ def test_serve_prints_the_dashboard_and_an_empty_one_says_how_to_send_traces(tmp
             page = httpx.get(server.url + path, timeout=30)
             assert page.status_code == 200 and hint in page.text, path
         assert not re.search(r'(?:src|href)="https?://(?!127\.0\.0\.1)', text)
+    finally:
+        server.stop()
