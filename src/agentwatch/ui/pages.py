@@ -28,7 +28,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from agentwatch.alert import store as alert_store
 from agentwatch.api.feedback import create_label, review_items, run_json
-from agentwatch.api.views import rfc3339, score_json, session_json, span_tree
+from agentwatch.api.views import score_json, session_json, span_tree
 from agentwatch.auth import token_from_headers
 from agentwatch.errors import AgentwatchError, BadRequest, NotFound, Unauthorized
 from agentwatch.feedback import calibration, datasets, review
@@ -124,18 +124,15 @@ def _ago(ns: int | None, now_ns: int) -> str:
 
 
 def _when(value: str | int | None) -> str:
-    """A short UTC time from an RFC 3339 string or nanoseconds."""
+    """A short UTC time from an RFC 3339 string of the API's (``...Z``) or nanoseconds."""
     if value is None or value == "":
         return ""
-    if isinstance(value, int):
-        moment = datetime.fromtimestamp(value / NS, tz=timezone.utc)
-    else:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00")[:26] + "+00:00"
-                                        if "." in value else value.replace("Z", "+00:00"))
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+    ns = value if isinstance(value, int) else _ns(value)
+    return datetime.fromtimestamp((ns or 0) / NS, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _ns(value: str | None) -> int | None:
+    """Nanoseconds of an RFC 3339 UTC time as :func:`~agentwatch.api.views.rfc3339` writes it."""
     if not value:
         return None
     head, _, fraction = value.rstrip("Z").partition(".")
@@ -317,12 +314,8 @@ class Dashboard:
         empty = not scope.has_sessions and not firing_alerts
         return self.render(scope, "overview.html", firing=firing_alerts,
                            resolved=[alert_store.alert_dict(r, public_url) for r in resolved], slos=slos,
-                           sessions=int(sessions.count), empty=empty, tick=rfc3339(
-                               self.pipeline.monitor.last_tick(scope.project_id)), endpoint=self._endpoint(scope))
-
-    def _endpoint(self, scope: Scope) -> str:
-        base = f"{scope.request.url.scheme}://{scope.request.url.netloc}"
-        return base
+                           sessions=int(sessions.count), empty=empty,
+                           endpoint=f"{scope.request.url.scheme}://{scope.request.url.netloc}")
 
     # -- dimensions ----------------------------------------------------------
 
