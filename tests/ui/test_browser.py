@@ -17,14 +17,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from playwright import sync_api as playwright_api  # the test extra installs it
 from ui_harness import Filled, Replays
 
 from agentwatch.testing import CHROMIUM_ARGS, CHROMIUM_PATH
-
-playwright_api = pytest.importorskip("playwright.sync_api", reason="the test extra installs playwright")
-
-if shutil.which(CHROMIUM_PATH) is None:  # pragma: no cover - .ci/run installs it
-    pytest.fail(f"{CHROMIUM_PATH} is missing: apt-get install -y chromium", pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +30,7 @@ def filled(replays: Replays) -> Filled:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    assert shutil.which(CHROMIUM_PATH), f"{CHROMIUM_PATH} is missing: apt-get install -y chromium (.ci/run does)"
     with playwright_api.sync_playwright() as p:
         launched = p.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
         yield launched

@@ -37,11 +37,11 @@ def line_chart(points: Sequence[tuple[int, float | None, float]], band: Sequence
                markers: Sequence[Marker], *, since_ns: int, until_ns: int, y_label: str, bucket_ns: int = 0,
                width: int = 760, height: int = 200) -> Markup:
     """``points``: (bucket start, value or None, n); ``band``: (bucket start, low, high), drawn at the
-    middle of each bucket. The y axis runs from a tenth below the lowest value shown (at most 0) to 1."""
+    middle of each bucket. The y axis runs from a tenth below the lowest value (at most 0.9, at least 0) to 1."""
     left, right, top, bottom = 40, 10, 10, 24
     plot_w, plot_h = width - left - right, height - top - bottom
     span = max(until_ns - since_ns, 1)
-    shown = [v for _, v, _ in points if v is not None] + [lo for _, lo, _ in band]
+    shown = [v for _, v, _ in points if v is not None]  # the band is clipped to the axis, never widens it
     floor = max(0.0, min(int(min(shown, default=0.0) * 10 - 1e-9) / 10, 0.9)) if shown else 0.0
 
     def x(ns: int) -> float:

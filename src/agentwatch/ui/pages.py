@@ -59,6 +59,8 @@ DEFAULT_RANGE = "24h"
 BASELINE_NS = 7 * 24 * 3600 * NS
 #: Half-width of the baseline band, in standard errors of a bucket of that size.
 BAND_Z = 3.0
+#: Buckets with fewer scored sessions get no band (its width would say nothing).
+BAND_MIN_N = 5
 PAGE_SIZE = 50
 SILENCE_DURATIONS = ("1h", "4h", "12h", "24h")
 REVIEW_PAGE = 20
@@ -368,7 +370,7 @@ class Dashboard:
             n = drift.scored(point.totals)
             value = drift.mean_of(point.totals, stat) if point.totals.weighted_count > 0 and n > 0 else None
             line.append((point.start_ns, value, n))
-            if base_mean is not None and base_var is not None and n > 0:
+            if base_mean is not None and base_var is not None and n >= BAND_MIN_N:
                 half = BAND_Z * (base_var / n) ** 0.5
                 band.append((point.start_ns, base_mean - half, base_mean + half))
         first_hour = scope.since_ns - BASELINE_NS
