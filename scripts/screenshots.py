@@ -32,7 +32,7 @@ END = START + 26 * 60 * MINUTE
 #: (file, path, what to wait for, height of the shot): the viewport, not the whole page, keeps the files small.
 SHOTS = [
     ("overview.png", "/", "#slos", 760),
-    ("dimensions.png", "/dimensions?evaluator=faithfulness", ".dimension", 520),
+    ("dimensions.png", "/dimensions?evaluator=faithfulness", ".dimension", 900),
     ("alert.png", "/alerts/{alert}", "h1", 760),
     ("session.png", "/traces/{trace}", ".turn.highlight", 820),
 ]
@@ -64,7 +64,10 @@ def main() -> int:
                     page.wait_for_selector(ready)
                     if name == "session.png":
                         page.evaluate("window.scrollTo(0, 0)")
-                    page.screenshot(path=str(args.out / name))
+                    if name == "dimensions.png":  # the evaluator's card alone
+                        page.locator(ready).first.screenshot(path=str(args.out / name))
+                    else:
+                        page.screenshot(path=str(args.out / name))
                     page.close()
                     print(f"{args.out / name}: {(args.out / name).stat().st_size / 1000:.0f} kB")
                 browser.close()
