@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from feedback_helpers import CONFIG
+from feedback_helpers import refund_messages as refund
 from sqlalchemy import insert, text, update
 from sqlalchemy.exc import DBAPIError
 from starlette.testclient import TestClient
@@ -23,34 +25,8 @@ from agentwatch.store import models as m
 from agentwatch.testing import configured_pipeline
 from agentwatch.traffic.importer import conversation_request
 
-CONFIG = """\
-project: shop
-evaluators:
-  - name: refund_limit
-    kind: rule
-    rule: numeric_bound
-    params: {tool: refund_api, field: amount, max_from: {tool: lookup_order, field: total, match: [order_id]}}
-    threshold: 1.0
-  - name: tool_use
-    kind: rule
-    rule: tool_error
-    threshold: 1.0
-"""
 T0 = 1_767_225_600 * 10**9
 PB = {"content-type": "application/x-protobuf"}
-
-
-def refund(order: str, total: float, amount: float, answer: str = "Done.") -> list[dict[str, Any]]:
-    return [
-        {"role": "user", "content": f"Refund order {order} please"},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "a", "type": "function", "function": {
-            "name": "lookup_order", "arguments": json.dumps({"order_id": order})}}]},
-        {"role": "tool", "tool_call_id": "a", "content": json.dumps({"order_id": order, "total": total})},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "b", "type": "function", "function": {
-            "name": "refund_api", "arguments": json.dumps({"order_id": order, "amount": amount})}}]},
-        {"role": "tool", "tool_call_id": "b", "content": json.dumps({"status": "refunded"})},
-        {"role": "assistant", "content": answer},
-    ]
 
 
 SESSIONS = {  # session id: (total, amount)
@@ -143,6 +119,16 @@ def test_calibration_run_reports_agreement_disagreements_and_is_stamped_on_the_v
     run_after_label = label(c, "s-ok-3", "false_negative")["calibration"]
     assert run_after_label["n"] == 6 and run_after_label["metrics"]["confusion"] == {
         "tp": 3, "fp": 0, "tn": 2, "fn": 1}
+    # The monitor's calibration alert cites the run that the latest label triggered.
+    from agentwatch.monitor.base import CalibrationConfig, MonitorConfig
+    from agentwatch.monitor.events import calibration
+
+    pipeline = c.app.state.pipeline  # type: ignore[attr-defined]
+    with engine_of(c).connect() as conn:
+        (alert,) = calibration(conn, pipeline.default_project_id, T0 + 86400 * 10**9, pipeline.catalogue.specs,
+                               MonitorConfig(calibration=CalibrationConfig(floor=0.9, min_labels=5)))
+    assert alert.figures["calibration_run"] == run_after_label["id"]
+    assert alert.figures["confusion"] == run_after_label["metrics"]["confusion"]
     sessions = [{"session_id": s} for s in SESSIONS]
     assert c.post("/api/v1/datasets/calib/items", json={"sessions": sessions}).status_code == 201
     response = c.post("/api/v1/calibration-runs", json={"evaluator": "refund_limit", "dataset": "calib@1"})
@@ -235,3 +221,37 @@ def test_candidates_in_otlp_json_lines_are_matched_by_case_attribute(tmp_path: P
     assert list(load_candidates(binary)) == ["case-a"]
     view = view_from_messages("m", refund("B", 5.0, 1.0))
     assert [c.name for c in view.tool_calls] == ["lookup_order", "refund_api"]
+
+
+def test_review_pages_cover_the_queue_once_newest_first_and_alerts_bring_their_sessions(client: TestClient) -> None:
+    from agentwatch.store.models import utcnow
+
+    c = client
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = c.get("/api/v1/review", params={"state": "all", "sample_rate": "1", "limit": 2,
+                                               **({"cursor": cursor} if cursor else {})}).json()
+        seen += [item["session"]["session_id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(SESSIONS))
+    flagged = c.get("/api/v1/review", params={"sample_rate": "0"}).json()["items"]
+    assert [i["session"]["session_id"] for i in flagged] == ["s-over-3", "s-over-2", "s-over-1"]
+    pipeline = c.app.state.pipeline  # type: ignore[attr-defined]
+    now = utcnow()
+    with engine_of(c).begin() as conn:
+        alert_id = conn.execute(insert(m.alerts).values(
+            project_id=pipeline.default_project_id, dedup_key="k", kind="burn_rate", rule="work_time",
+            dimension="_session", evaluator="", evaluator_version="", severity="ticket", state="firing",
+            started_ns=T0, detected_at=now, updated_at=now, summary="slow", labels={}, figures={},
+            session_ids=["s-ok-2", "s-over-1"], trace_ids=[])).inserted_primary_key[0]
+    behind = c.get("/api/v1/review", params={"alert": str(alert_id), "state": "all"}).json()["items"]
+    assert [(i["session"]["session_id"], i["reasons"]) for i in behind] == [("s-ok-2", ["alert"]),
+                                                                           ("s-over-1", ["alert"])]
+    queue = c.get("/api/v1/review", params={"sample_rate": "0"}).json()["items"]
+    assert [(i["session"]["session_id"], i["reasons"], i["alert_ids"]) for i in queue] == [
+        ("s-ok-2", ["alert"], [alert_id]), ("s-over-3", ["flagged"], []), ("s-over-2", ["flagged"], []),
+        ("s-over-1", ["flagged", "alert"], [alert_id])]
+    assert c.get("/api/v1/review", params={"alert": "999999"}).status_code == 404

@@ -17,28 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+from feedback_helpers import CONFIG, refund_messages
 
 import agentwatch
 from agentwatch.feedback.review import review_unit
 from agentwatch.testing import ServerProcess
 
-CONFIG = """\
-project: shop
-evaluators:
-  - name: refund_limit
-    kind: rule
-    rule: numeric_bound
-    params: {tool: refund_api, field: amount, max_from: {tool: lookup_order, field: total, match: [order_id]}}
-    threshold: 1.0
-    severity: ticket
-    owner: payments-oncall
-  - name: tool_use
-    kind: rule
-    rule: tool_error
-    threshold: 1.0
-    owner: platform
-"""
-
+REQUEST = "hi, I need my money back for A-1, it arrived broken"
 
 def send_refund(provider: Any, session_id: str, order: str, total: float, amount: float, answer: str) -> None:
     with agentwatch.session(session_id, user_id=f"user-{session_id}", intent="refund", tracer_provider=provider):
@@ -74,22 +59,6 @@ def get(server: ServerProcess, path: str, **params: Any) -> Any:
     response = httpx.get(server.url + path, params=params, timeout=30)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def candidate_messages(order: str, total: float, amount: float, answer: str) -> list[dict[str, Any]]:
-    return [
-        {"role": "user", "content": f"hi, I need my money back for {order}, it arrived broken"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "lookup_order",
-                                                          "arguments": json.dumps({"order_id": order})}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"order_id": order, "total": total})},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c2", "type": "function", "function": {"name": "refund_api",
-                                                          "arguments": json.dumps({"order_id": order,
-                                                                                   "amount": amount})}}]},
-        {"role": "tool", "tool_call_id": "c2", "content": json.dumps({"status": "refunded"})},
-        {"role": "assistant", "content": answer},
-    ]
 
 
 def gate(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -140,8 +109,8 @@ def test_flagged_session_labelled_becomes_a_case_that_gates_candidates(shop: tup
     assert export.status_code == 200
     (folder / "regressions.jsonl").write_text(export.text)
     recorded = case["answer"]
-    repeat = candidate_messages("A-1", 120.0, 135.0, "All set: $135 is on its way back to you.")
-    fixed = candidate_messages("A-1", 120.0, 120.0, "All set: the full $120 is on its way back to you.")
+    repeat = refund_messages("A-1", 120.0, 135.0, "All set: $135 is on its way back to you.", REQUEST)
+    fixed = refund_messages("A-1", 120.0, 120.0, "All set: the full $120 is on its way back to you.", REQUEST)
     assert repeat[-1]["content"] != recorded and fixed[-1]["content"] != recorded
     (folder / "repeat.jsonl").write_text(json.dumps({"case_id": "conv-bad", "messages": repeat}) + "\n")
     (folder / "fixed.jsonl").write_text(json.dumps({"case_id": "conv-bad", "messages": fixed}) + "\n")

@@ -62,6 +62,7 @@ class PipelineCollector:
             outcomes.add_metric([name, outcome], count)
         yield outcomes
         yield from self._monitor()
+        yield from self._review()
         if p.memory is not None:
             yield GaugeMetricFamily("agentwatch_memory_limit_bytes", "ingest.memory_limit_mb in bytes.",
                                     p.memory.limit_bytes)
@@ -96,6 +97,19 @@ class PipelineCollector:
         yield firing
         yield GaugeMetricFamily("agentwatch_notifications_pending", "Notifications waiting in the outbox.",
                                 p.dispatcher.pending())
+
+
+    def _review(self) -> Iterator[Metric]:
+        """The age of the oldest flagged session no one has labelled (an SLO: reviewed within 24h)."""
+        from agentwatch.feedback.review import oldest_unreviewed
+        from agentwatch.store.models import utcnow
+
+        p = self.pipeline
+        with p.store.engine.connect() as conn:
+            oldest = oldest_unreviewed(conn, p.default_project_id)
+        age = (utcnow() - oldest[1]).total_seconds() if oldest else 0.0
+        yield GaugeMetricFamily("agentwatch_review_oldest_unreviewed_seconds",
+                                "Wall-clock age of the oldest flagged session without a label (0: none).", age)
 
 
 def render(pipeline: Pipeline) -> bytes:

@@ -143,6 +143,98 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 _ERRORS = {"400": _json(_ERROR, "Bad request"), "401": _json(_ERROR, "API key missing or invalid")}
 
 
+_LIST = {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object"}},
+                                          "next_cursor": {"type": ["string", "null"]}}}
+_PAGE = [_param("limit", "page size, 1 to 1000", {"type": "integer", "default": 100}),
+         _param("cursor", "opaque cursor from next_cursor")]
+_VERDICTS = ["correct", "real_failure", "false_positive", "false_negative", "edge_case"]
+
+
+def _body(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return {"required": bool(required), "content": {"application/json": {"schema": schema}}}
+
+
+def _feedback_paths() -> dict[str, Any]:
+    """The review queue, labels, datasets and calibration runs (agentwatch.api.feedback)."""
+    name = _param("name", "dataset name", where="path")
+    version = _param("version", "a version number, or latest", where="path")
+    listed = {"200": _json(_LIST), **_ERRORS}
+    return {
+        "/api/v1/review": {"get": {
+            "summary": "Flagged sessions, sessions behind alerts and a stratified sample of passing ones, newest first",
+            "parameters": [_param("evaluator", "dimension"), _param("evaluator_version", "evaluator version"),
+                           _param("alert", "only the sessions of this alert", {"type": "integer"}),
+                           _param("owner", "only the evaluators this owner owns"),
+                           _param("reason", "flagged, alert or sample"),
+                           _param("state", "unreviewed (default), reviewed or all"),
+                           _param("sample_rate", "share of passing scores sampled per evaluator (default 0.05)",
+                                  {"type": "number"}), *_PAGE],
+            "responses": listed}},
+        "/api/v1/review/summary": {"get": {
+            "summary": "The oldest flagged session without a label and its age (wall time since flagged)",
+            "responses": {"200": _json({"type": "object"}), **_ERRORS}}},
+        "/api/v1/labels": {
+            "post": {
+                "summary": "A reviewer's verdict on an evaluator's score of a session; re-runs its calibration",
+                "requestBody": _body({"session_id": {"type": "string"}, "evaluator": {"type": "string"},
+                                      "verdict": {"enum": _VERDICTS}, "expected_score": {"type": "number"},
+                                      "note": {"type": "string"}, "author": {"type": "string"}},
+                                     ["session_id", "evaluator", "verdict"]),
+                "responses": {"201": _json({"type": "object"}), "404": _json(_ERROR, "No such session"),
+                              **_ERRORS}},
+            "get": {"summary": "Labels, newest first",
+                    "parameters": [_param("session_id", "session id"), _param("evaluator", "dimension"), *_PAGE],
+                    "responses": listed}},
+        "/api/v1/datasets": {
+            "get": {"summary": "Datasets with their latest version", "responses": listed},
+            "post": {"summary": "A new, empty dataset",
+                     "requestBody": _body({"name": {"type": "string"}, "description": {"type": "string"},
+                                           "floors": {"type": "object",
+                                                      "additionalProperties": {"type": "number"}}}, ["name"]),
+                     "responses": {"201": _json({"type": "object"}), "409": _json(_ERROR, "It exists"),
+                                   **_ERRORS}}},
+        "/api/v1/datasets/{name}": {"get": {"summary": "One dataset", "parameters": [name],
+                                            "responses": {"200": _json({"type": "object"}), **_ERRORS}}},
+        "/api/v1/datasets/{name}/items": {"post": {
+            "summary": "Add cases: always a new version (the dataset is made if new)",
+            "parameters": [name],
+            "requestBody": _body({"sessions": {"type": "array"}, "cases": {"type": "array"},
+                                  "from_labels": {"type": ["boolean", "object"]},
+                                  "conversations": {"type": "array"}, "expected": {"type": "object"},
+                                  "reward_dimension": {"type": "string"}, "author": {"type": "string"},
+                                  "note": {"type": "string"}, "create": {"type": "boolean"}}),
+            "responses": {"201": _json({"type": "object"}), "200": _json({"type": "object"}), **_ERRORS}}},
+        "/api/v1/datasets/{name}/versions": {"get": {"summary": "Versions, newest first", "parameters": [name],
+                                                     "responses": listed}},
+        "/api/v1/datasets/{name}/versions/{version}/items": {"get": {
+            "summary": "The cases of a version (digests checked)",
+            "parameters": [name, version, _param("spans", "false leaves the spans out", {"type": "boolean"}),
+                           *_PAGE],
+            "responses": listed}},
+        "/api/v1/datasets/{name}/versions/{version}/export": {"get": {
+            "summary": "A version as JSON lines: a header (pins, floors, digest), then one case a line",
+            "parameters": [name, version],
+            "responses": {"200": {"description": "application/x-ndjson"}, **_ERRORS}}},
+        "/api/v1/calibration-runs": {
+            "get": {"summary": "Calibration runs, newest first",
+                    "parameters": [_param("evaluator", "dimension"), _param("evaluator_version", "version"),
+                                   _param("dataset", "dataset name"), _param("source", "dataset or labels"), *_PAGE],
+                    "responses": listed},
+            "post": {"summary": "Run an evaluator version on a dataset version and store its agreement",
+                     "requestBody": _body({"evaluator": {"type": "string"}, "dataset": {"type": "string"},
+                                           "evaluator_version": {"type": "string"},
+                                           "target_fnr": {"type": "number"}, "target_fpr": {"type": "number"}},
+                                          ["evaluator", "dataset"]),
+                     "responses": {"201": _json({"type": "object"}), **_ERRORS}}},
+        "/api/v1/calibration-runs/{run_id}": {"get": {
+            "summary": "One calibration run", "parameters": [_param("run_id", "run id", where="path")],
+            "responses": {"200": _json({"type": "object"}), **_ERRORS}}},
+    }
+
+
 def openapi_spec(version: str) -> dict[str, Any]:
     otlp = {
         "requestBody": {"required": True, "content": {"application/x-protobuf": {}, "application/json": {}}},
@@ -221,18 +313,7 @@ def openapi_spec(version: str) -> dict[str, Any]:
             "/readyz": {"get": {"summary": "Readiness", "security": [],
                                 "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"})}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
-            "/api/v1/labels": {"post": {
-                "summary": "A reviewer's verdict on an evaluator's score of a session",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["session_id", "evaluator", "verdict"],
-                    "properties": {"session_id": {"type": "string"}, "evaluator": {"type": "string"},
-                                   "verdict": {"enum": ["correct", "real_failure", "false_positive",
-                                                        "false_negative", "edge_case"]},
-                                   "expected_score": {"type": "number"}, "note": {"type": "string"},
-                                   "author": {"type": "string"}}}}}},
-                "responses": {"201": _json({"type": "object"}), "404": _json(_ERROR, "No such session"),
-                              **_ERRORS},
-            }},
+            **_feedback_paths(),
             "/metrics": {"get": {"summary": "Prometheus metrics of the server",
                                  "responses": {"200": {"description": "Prometheus text format"}}}},
             **_alert_paths(),

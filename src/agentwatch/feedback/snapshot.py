@@ -185,6 +185,8 @@ def read_candidates(text: str, source: str, options: NormalizeOptions | None = N
             for found_id, found_view in found.items():
                 _add(out, found_id, found_view, where)
             continue
+        if "pins" in item and "dataset" in item and "case_id" not in item:
+            continue  # a dataset export's header: its cases are candidates too (the recorded sessions)
         case_id = item.get("case_id")
         if not isinstance(case_id, str) or not case_id:
             raise SnapshotError(f"{where}: case_id: required, the dataset case this output answers")

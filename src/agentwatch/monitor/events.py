@@ -127,9 +127,21 @@ def calibration(conn: Connection, project_id: int, tick_ns: int, specs: Iterable
                      f"{cfg.window_s / 86400:g} days, below the floor {cfg.floor:.0%}"
                      + (f"; the Wilson 95% upper bound {upper:.2f} is below it too" if severity == "page" else "")),
             figures={"observed": round(agree / n, 4), "n": n, "agree": agree, "floor": cfg.floor,
-                     "ci95": [round(x, 4) for x in wilson(agree, n)]},
+                     "ci95": [round(x, 4) for x in wilson(agree, n)], **_latest_run(conn, project_id, name, version)},
             session_ids=list(dict.fromkeys(reversed(disagreeing)))[:MAX_EXAMPLES]))
     return out
+
+
+def _latest_run(conn: Connection, project_id: int, evaluator: str, version: str) -> dict[str, Any]:
+    """The calibration run the latest label of this version triggered: its id, kappa and confusion matrix."""
+    c = m.calibration_runs.c
+    row = conn.execute(select(c.id, c.metrics).where(c.project_id == project_id, c.evaluator == evaluator,
+                                                     c.evaluator_version == version, c.source == "labels")
+                       .order_by(c.id.desc()).limit(1)).first()
+    if row is None:
+        return {}
+    return {"calibration_run": int(row.id), "kappa": row.metrics.get("kappa"),
+            "confusion": row.metrics.get("confusion")}
 
 
 def evaluator_errors(windows: dict[str, dict[tuple[str, ...], Totals]], specs: Iterable[Any],

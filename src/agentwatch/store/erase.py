@@ -80,7 +80,7 @@ class Erasure:
 Eraser = Callable[[Connection, Table, Erasure], int]
 
 
-def _chunks(items: list[str], size: int = _CHUNK) -> Iterable[list[str]]:
+def _chunks(items: list[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
@@ -136,12 +136,34 @@ def _scrub_value(value: Any, needles: list[str]) -> Any:
     return value if scrubbed == dumped else json.loads(scrubbed)
 
 
+def delete_dataset_cases(conn: Connection, table: Table, erasure: Erasure) -> int:
+    """Dataset cases made of the user's sessions go, with their membership rows.
+
+    The versions that held them then no longer match their digests, and a read
+    of one says so: erasure is the one change a dataset version admits.
+    """
+    cases = table.c
+    members = Table("dataset_members", MetaData(), autoload_with=conn)
+    owned = select(m.datasets.c.id).where(m.datasets.c.project_id == erasure.project_id)
+    ids: list[int] = []
+    for column, values in ((cases.source_session_id, erasure.session_ids), (cases.source_user_id, erasure.user_ids)):
+        for chunk in _chunks(values, _CHUNK):
+            ids += [int(i) for i in conn.execute(select(cases.id).where(cases.dataset_id.in_(owned),
+                                                                          column.in_(chunk))).scalars()]
+    removed = 0
+    for chunk in _chunks(sorted(set(ids)), _CHUNK):
+        conn.execute(delete(members).where(members.c.case_row_id.in_(chunk)))
+        removed += conn.execute(delete(table).where(cases.id.in_(chunk))).rowcount or 0
+    return removed
+
+
 #: The extension point: tables that do not exist yet are skipped. ``counted as`` is the key of the
 #: answer the removed rows add to (None: not counted).
 EXTRA_ERASERS: list[tuple[str, str | None, Eraser]] = [
     ("labels", "labels", delete_rows_of_sessions),
     ("alerts", None, scrub_text),
     ("template_hits", None, delete_rows_of_sessions),
+    ("dataset_cases", None, delete_dataset_cases),
 ]
 
 
