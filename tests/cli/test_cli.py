@@ -88,3 +88,11 @@ def test_the_demo_fires_the_alerts_the_readme_promises(tmp_path: Path) -> None:
         rare = next(a for a in alerts if a["kind"] == "rare_event")
         assert rare["severity"] == "page" and rare["owner"] == "payments-oncall"
         assert str(rare["link"]).startswith(server.url + "/api/v1/alerts/")
+        # The command printed the dashboard's address, and the overview shows the SLOs and these alerts.
+        assert f"agentwatch dashboard: {server.url}/" in server.log()
+        overview = httpx.get(server.url + "/", timeout=30).text
+        for alert in alerts:
+            if alert["state"] == "firing":
+                assert f'data-alert-id="{alert["id"]}"' in overview
+        for slo in httpx.get(server.url + "/api/v1/slos", timeout=30).json()["items"]:
+            assert f'data-slo="{slo["name"]}"' in overview

@@ -1,4 +1,4 @@
-"""The ASGI application: OTLP/HTTP, the REST API and health endpoints.
+"""The ASGI application: OTLP/HTTP, the REST API, health endpoints and the dashboard.
 
 ``create_app(settings, pipeline)`` builds it; the OTLP/gRPC server, when a
 port is given, starts and stops with it. Errors under ``/api`` are
@@ -38,6 +38,7 @@ from agentwatch.store import evaluations
 from agentwatch.store.erase import erase_user
 from agentwatch.store.models import utcnow
 from agentwatch.store.store import SessionFilter, decode_time_cursor, encode_time_cursor
+from agentwatch.ui import ui_routes
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def _only_params(query: Any, known: Iterable[str]) -> None:
 
 
 _SESSION_FILTERS = {"service", "agent_version", "intent", "user_id", "since", "until", "flagged", "complete",
-                    "limit", "cursor"}
+                    "failing", "limit", "cursor"}
 
 
 def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.0.0.1",
@@ -111,6 +112,7 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
             until_ns=parse_time("until", q.get("until")),
             flagged=_bool("flagged", q.get("flagged")),
             complete=_bool("complete", q.get("complete")),
+            failing=q.get("failing") or None,
         )
         rows, cursor = store.list_sessions(project_id, flt, limit=_limit(q.get("limit")), cursor=q.get("cursor"))
         project = store.project_name(project_id)
@@ -149,22 +151,7 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
 
     def evaluators_list(request: Request) -> JSONResponse:
         auth.project_for(request.headers)
-        catalogue = pipeline.catalogue
-        current = {(s.name, s.version): s for s in catalogue.specs}
-        items = []
-        for row in evaluations.list_evaluators(store.engine):
-            spec = current.get((row["name"], row["version"]))
-            described = spec.describe(catalogue.default_rate) if spec else {
-                "name": row["name"], "kind": row["kind"], "version": row["version"]}
-            described.update(current=spec is not None, created_at=rfc3339(row["created_at"]),
-                             calibration=row.get("calibration"),
-                             first_used_at=rfc3339(row["first_used_at"]) if row["first_used_at"] else None)
-            items.append(described)
-        for spec in catalogue.specs:
-            if spec.kind == "external" and not any(i["name"] == spec.name for i in items):
-                items.append({**spec.describe(catalogue.default_rate), "current": True, "created_at": None,
-                              "first_used_at": None})
-        return JSONResponse({"items": items, "next_cursor": None})
+        return JSONResponse({"items": evaluator_items(pipeline), "next_cursor": None})
 
     def scores_list(request: Request) -> JSONResponse:
         project_id = auth.project_for(request.headers)
@@ -252,6 +239,7 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
         *feedback_routes(pipeline),
         *alert_routes(settings, pipeline),
         *monitor_routes(pipeline),
+        *ui_routes(settings, pipeline),
     ]
 
     async def agentwatch_error(request: Request, exc: Exception) -> Response:
@@ -293,6 +281,26 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
     )
     app.state.pipeline = pipeline
     return app
+
+
+def evaluator_items(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """Every evaluator version of the catalogue, as ``GET /api/v1/evaluators`` lists them."""
+    catalogue = pipeline.catalogue
+    current = {(s.name, s.version): s for s in catalogue.specs}
+    items = []
+    for row in evaluations.list_evaluators(pipeline.store.engine):
+        spec = current.get((row["name"], row["version"]))
+        described = spec.describe(catalogue.default_rate) if spec else {
+            "name": row["name"], "kind": row["kind"], "version": row["version"]}
+        described.update(current=spec is not None, created_at=rfc3339(row["created_at"]),
+                         calibration=row.get("calibration"),
+                         first_used_at=rfc3339(row["first_used_at"]) if row["first_used_at"] else None)
+        items.append(described)
+    for spec in catalogue.specs:
+        if spec.kind == "external" and not any(i["name"] == spec.name for i in items):
+            items.append({**spec.describe(catalogue.default_rate), "current": True, "created_at": None,
+                          "first_used_at": None})
+    return items
 
 
 def alert_routes(settings: Settings, pipeline: Pipeline) -> list[Route]:

@@ -83,36 +83,58 @@ def version_json(row: dict[str, Any]) -> dict[str, Any]:
             "note": row["note"], "created_at": rfc3339(row["created_at"])}
 
 
+def review_items(pipeline: Pipeline, project_id: int, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The queue's items as ``GET /api/v1/review`` answers them: each session with its scores, labels and cases."""
+    store = pipeline.store
+    engine = store.engine
+    ids = [i["session_id"] for i in items]
+    s = m.sessions.c
+    with engine.connect() as conn:
+        rows = {r["session_id"]: dict(r) for r in conn.execute(
+            m.sessions.select().where(s.project_id == project_id, s.session_id.in_(ids))).mappings()}
+        cases = review.dataset_cases_of(conn, project_id, ids)
+    project = store.project_name(project_id)
+    out = []
+    for item in items:
+        row = rows.get(item["session_id"])
+        if row is None:
+            continue
+        scores = [score_json(r) for r in evaluations.session_scores(engine, project_id, item["session_id"])
+                  if not r.get("shadow")]
+        found = labels.list_labels(engine, project_id, session_id=item["session_id"], limit=100)
+        out.append({
+            "session": session_json(row, project), "reasons": item["reasons"], "failing": item["failing"],
+            "sampled_for": item["sampled_for"], "alert_ids": item["alert_ids"],
+            "inclusion_probability": item["inclusion_probability"], "scores": scores,
+            "labels": [label_json(lb) for lb in found], "reviewed": bool(found),
+            "dataset_cases": cases.get(item["session_id"], []),
+        })
+    return out
+
+
+def create_label(pipeline: Pipeline, project_id: int, fields: dict[str, Any]) -> dict[str, Any]:
+    """Store a label (fields as :func:`labels.validate` answers them) and run the labels' calibration of its
+    evaluator version; answers ``POST /api/v1/labels``'s body: the label with the run it triggered."""
+    engine = pipeline.store.engine
+    stored = labels.add_label(engine, project_id, fields)
+    out = label_json(stored)
+    out["calibration"] = None
+    if stored["evaluator_version"]:
+        window = pipeline.monitor_config.calibration.window_s
+        with engine.begin() as conn:
+            found = calibration.labels_run(conn, project_id, pipeline.catalogue, stored["evaluator"],
+                                           stored["evaluator_version"],
+                                           since_ns=stored["event_time_ns"] - int(window * 1e9))
+        if found is not None:
+            out["calibration"] = run_json(found)
+    return out
+
+
 def feedback_routes(pipeline: Pipeline) -> list[Route]:
     store = pipeline.store
     engine = store.engine
     auth = pipeline.auth
     catalogue = pipeline.catalogue
-
-    def review_items(project_id: int, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        ids = [i["session_id"] for i in items]
-        s = m.sessions.c
-        with engine.connect() as conn:
-            rows = {r["session_id"]: dict(r) for r in conn.execute(
-                m.sessions.select().where(s.project_id == project_id, s.session_id.in_(ids))).mappings()}
-            cases = review.dataset_cases_of(conn, project_id, ids)
-        project = store.project_name(project_id)
-        out = []
-        for item in items:
-            row = rows.get(item["session_id"])
-            if row is None:
-                continue
-            scores = [score_json(r) for r in evaluations.session_scores(engine, project_id, item["session_id"])
-                      if not r.get("shadow")]
-            found = labels.list_labels(engine, project_id, session_id=item["session_id"], limit=100)
-            out.append({
-                "session": session_json(row, project), "reasons": item["reasons"], "failing": item["failing"],
-                "sampled_for": item["sampled_for"], "alert_ids": item["alert_ids"],
-                "inclusion_probability": item["inclusion_probability"], "scores": scores,
-                "labels": [label_json(lb) for lb in found], "reviewed": bool(found),
-                "dataset_cases": cases.get(item["session_id"], []),
-            })
-        return out
 
     def review_list(request: Request) -> JSONResponse:
         project_id = auth.project_for(request.headers)
@@ -138,7 +160,7 @@ def feedback_routes(pipeline: Pipeline) -> list[Route]:
         with engine.connect() as conn:
             items, cursor = review.queue(conn, project_id, flt, sample_rate=rate, limit=_limit(q.get("limit")),
                                          cursor=q.get("cursor") or None)
-        return JSONResponse({"items": review_items(project_id, items), "next_cursor": cursor})
+        return JSONResponse({"items": review_items(pipeline, project_id, items), "next_cursor": cursor})
 
     def review_summary(request: Request) -> JSONResponse:
         project_id = auth.project_for(request.headers)
@@ -158,22 +180,7 @@ def feedback_routes(pipeline: Pipeline) -> list[Route]:
         project_id = await asyncio.to_thread(auth.project_for, request.headers)
         body = await _body(request)
         fields = labels.validate(body)
-
-        def run() -> dict[str, Any]:
-            stored = labels.add_label(engine, project_id, fields)
-            out = label_json(stored)
-            out["calibration"] = None
-            if stored["evaluator_version"]:
-                window = pipeline.monitor_config.calibration.window_s
-                with engine.begin() as conn:
-                    found = calibration.labels_run(conn, project_id, catalogue, stored["evaluator"],
-                                                   stored["evaluator_version"],
-                                                   since_ns=stored["event_time_ns"] - int(window * 1e9))
-                if found is not None:
-                    out["calibration"] = run_json(found)
-            return out
-
-        return JSONResponse(await asyncio.to_thread(run), status_code=201)
+        return JSONResponse(await asyncio.to_thread(create_label, pipeline, project_id, fields), status_code=201)
 
     def label_list(request: Request) -> JSONResponse:
         project_id = auth.project_for(request.headers)

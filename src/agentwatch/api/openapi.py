@@ -268,6 +268,7 @@ def openapi_spec(version: str) -> dict[str, Any]:
                     _param("until", "start_time before (RFC 3339)", {"type": "string", "format": "date-time"}),
                     _param("flagged", "flagged sessions only", {"type": "boolean"}),
                     _param("complete", "complete or open sessions", {"type": "boolean"}),
+                    _param("failing", "sessions with a failing score of this evaluator"),
                     _param("limit", "page size, 1 to 1000", {"type": "integer", "default": 100}),
                     _param("cursor", "opaque cursor from next_cursor"),
                 ],

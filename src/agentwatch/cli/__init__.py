@@ -101,9 +101,9 @@ def serve(host: str, port: int, grpc_port: int, config: str | None, database_url
     settings = _settings(config, database_url)
     if demo and "evaluators" not in settings.sections:
         settings = replace(settings, sections={**settings.sections, **DEMO_SECTIONS})
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     if settings.public_url is None:
         # Alert links point at this server unless a public URL is configured.
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
         settings = replace(settings, public_url=f"http://{shown}:{port}")
     try:
         store = _store(settings)
@@ -121,6 +121,7 @@ def serve(host: str, port: int, grpc_port: int, config: str | None, database_url
     app = create_app(settings, pipeline, grpc_host=host, grpc_port=grpc_port or None)
     logger.info("agentwatch %s: OTLP/HTTP and API on http://%s:%d%s, store %s", __version__, host, port,
                 f", OTLP/gRPC on {host}:{grpc_port}" if grpc_port else "", _safe_url(settings.database_url))
+    click.echo(f"agentwatch dashboard: http://{shown}:{port}/")
     if demo:
         _start_demo(f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}", store)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, http="httptools",
@@ -180,7 +181,7 @@ def _start_demo(url: str, store: Any, rate: float = 120.0) -> None:
                                 incidents=incidents)
             result = send(history.sessions(until_ns=now), url, api_key=api_key)
             logger.info("demo: sent %d sessions of the last %d hours (a new tool error from %d minutes ago, an "
-                        "off-policy refund %d minutes ago); live traffic follows; see %s/api/v1/alerts",
+                        "off-policy refund %d minutes ago); live traffic follows; see the dashboard at %s/",
                         result.sessions, DEMO_HISTORY_S // 3600, DEMO_INCIDENTS_MIN["new_tool_error"],
                         DEMO_INCIDENTS_MIN["off_policy_refund"], url)
             # The tool keeps failing in live traffic, so its cluster stays firing.

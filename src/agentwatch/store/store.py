@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, and_, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from agentwatch.errors import BadRequest, NotFound
@@ -48,6 +48,8 @@ class SessionFilter:
     until_ns: int | None = None
     flagged: bool | None = None
     complete: bool | None = None
+    #: Only sessions with a failing (non-shadow) score of this evaluator.
+    failing: str | None = None
 
 
 class Store:
@@ -150,6 +152,13 @@ class Store:
             where.append(c.flagged.is_(flt.flagged))
         if flt.complete is not None:
             where.append(c.complete.is_(flt.complete))
+        if flt.failing is not None:
+            sc = m.scores.c
+            # Looked up per session on the (project, session, ...) unique index: the evaluator is compared
+            # through coalesce (it is never null) so that no planner walks every score of the evaluator instead.
+            where.append(exists().where(sc.project_id == c.project_id, sc.session_id == c.session_id,
+                                        func.coalesce(sc.evaluator, "") == flt.failing, sc.passed.is_(False),
+                                        sc.shadow.is_(False)))
         if cursor:
             start_ns, session_id = _decode_cursor(cursor)
             where.append(or_(c.start_ns < start_ns, and_(c.start_ns == start_ns, c.session_id < session_id)))
