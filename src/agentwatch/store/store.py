@@ -201,7 +201,8 @@ class Store:
     def _spans(self, where: Any, project_id: int) -> list[dict[str, Any]]:
         s, e, r = m.spans.c, m.span_events.c, m.resources.c
         with self.engine.connect() as conn:
-            rows = [dict(x._mapping) for x in conn.execute(select(m.spans).where(where).order_by(s.start_ns))]
+            rows = [dict(x._mapping) for x in conn.execute(with_payloads(select(m.spans)).where(where)
+                                                            .order_by(s.start_ns))]
             keys = {(x["trace_id"], x["span_id"]) for x in rows}
             resource_keys = {x["resource_key"] for x in rows if x["resource_key"]}
             resources = {}
@@ -224,6 +225,13 @@ class Store:
             row["resource"] = resources.get(row["resource_key"], {})
             row["log_records"] = events.get((row["trace_id"], row["span_id"]), [])
         return rows
+
+
+def with_payloads(query: Any) -> Any:
+    """``query`` on ``spans`` with each span's payload columns (None once retention dropped them)."""
+    s, p = m.spans.c, m.span_payloads.c
+    return query.add_columns(p.attributes, p.events, p.links).select_from(m.spans.outerjoin(
+        m.span_payloads, and_(p.project_id == s.project_id, p.trace_id == s.trace_id, p.span_id == s.span_id)))
 
 
 def encode_time_cursor(time_ns: int, row_id: int) -> str:
