@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import multiprocessing
 import os
 import random
@@ -52,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from ingest import (  # the benches make and measure a store alike
     Database,
     ProcStats,
@@ -59,10 +59,10 @@ from ingest import (  # the benches make and measure a store alike
     machine_limit,
     percentile,
     prepare_database,
+    start_profiler,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-import yaml
 from sqlalchemy import text
 
 from agentwatch.testing import ServerProcess, kv
@@ -466,6 +466,22 @@ def retained(db: Database) -> dict[str, int]:
             "scores": int(scores), "stored_spans": int(stored_spans)}
 
 
+def live_bytes(db: Database, file_bytes: int) -> int:
+    """Bytes in use: SQLite's pages less its free list (free pages are reused before the file grows);
+    PostgreSQL's database size."""
+    if db.dialect != "sqlite":
+        return file_bytes
+    engine = db.engine()
+    try:
+        with engine.connect() as conn:
+            pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+            free = conn.exec_driver_sql("PRAGMA freelist_count").scalar_one()
+            size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+    finally:
+        engine.dispose()
+    return int((pages - free) * size)
+
+
 def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -503,6 +519,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit-bodies", type=int, default=40,
                         help="bodies the single-core limit is measured on (default %(default)s)")
     parser.add_argument("--config-extra", default="", help="YAML appended to the generated config")
+    parser.add_argument("--profile", default=None, metavar="FILE",
+                        help="py-spy the server (decode workers included) for --profile-seconds from a minute into "
+                             "the load: FILE.svg, FILE.json or collapsed stacks")
+    parser.add_argument("--profile-seconds", type=float, default=60)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the store and work directory")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
@@ -592,12 +612,22 @@ def _drive(args: argparse.Namespace, server: ServerProcess, db: Database, bodies
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
+    profiler: list[Any] = []
+    if args.profile:
+        def profile() -> None:
+            if not done.wait(60):
+                profiler.append(start_profiler(args.profile, pid, args.profile_seconds))
+
+        threading.Thread(target=profile, daemon=True).start()
     host, port = "127.0.0.1", server.port
     t0 = time.perf_counter()
     send(host, port, load, args.concurrency)
     t1 = time.perf_counter()
     done.set()
     watcher.join()
+    for proc in profiler:
+        if proc is not None:
+            proc.wait(timeout=args.profile_seconds + 30)
     # The backlog left when the load stopped: how long the evaluation takes to catch up.
     backlog_started = time.perf_counter()
     drained_s = None
@@ -636,6 +666,7 @@ def _drive(args: argparse.Namespace, server: ServerProcess, db: Database, bodies
     figures["store_counts"] = kept
     size = disk_bytes(db)
     figures["disk_bytes"] = size
+    figures["live_bytes"] = size = live_bytes(db, size)
     figures["disk_bytes_per_span"] = size / kept["stored_spans"] if kept["stored_spans"] else None
     retained_sessions = kept["with_payload"]
     figures["disk_bytes_per_retained_session"] = size / retained_sessions if retained_sessions else None
@@ -671,11 +702,13 @@ def summarize(f: dict[str, Any]) -> str:
                  "stopped")
     lines.append("peak RSS:     " + ", ".join(f"{k} {v:,.0f} MB" for k, v in f["peak_rss_mb"].items()))
     c = f["store_counts"]
-    lines.append(f"store:        {c['stored_spans']:,} spans, {c['sessions']:,} sessions ({c['evaluated']:,} evaluated, "
+    lines.append(f"store:        {c['stored_spans']:,} spans, {c['sessions']:,} sessions "
+                 f"({c['evaluated']:,} evaluated, "
                  f"{c['flagged']:,} flagged, {c['sampled']:,} sampled, {c['with_payload']:,} with payloads), "
                  f"{c['scores']:,} scores")
-    lines.append(f"disk:         {f['disk_bytes'] / 1e6:,.0f} MB = {_n(f['disk_bytes_per_span'], ',.0f')} bytes per "
-                 f"stored span, {_n(f['disk_bytes_per_retained_session'], ',.0f')} per session with payloads")
+    lines.append(f"disk:         {f['disk_bytes'] / 1e6:,.0f} MB on disk, {f['live_bytes'] / 1e6:,.0f} MB in use = "
+                 f"{_n(f['disk_bytes_per_span'], ',.0f')} bytes per stored span, "
+                 f"{_n(f['disk_bytes_per_retained_session'], ',.0f')} per session with payloads")
     return "\n".join(lines)
 
 

@@ -94,7 +94,7 @@ import calendar
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -581,27 +581,33 @@ class _Checker:
         return out
 
     def sources(self, turn: Turn) -> list[_Index]:
+        return list(self._sources(turn))
+
+    def _sources(self, turn: Turn) -> Iterator[_Index]:
+        """The sources in order, each indexed only when asked for."""
         params = self.params
-        out = []
         if "turn" in params.supported_by:
-            out.append(self.index(turn))
+            yield self.index(turn)
         if "user" in params.supported_by:
-            out.append(_Index(_user_texts(self.session, turn), params.day_first))
+            yield _Index(_user_texts(self.session, turn), params.day_first)
         if "earlier_turns" in params.supported_by:
             if self.session is not None:
-                out.extend(self.index(t) for t in self.session.turns if t.index < turn.index)
-            out.append(_Index(_seen_tool_responses(turn), params.day_first))
+                yield from (self.index(t) for t in self.session.turns if t.index < turn.index)
+            yield _Index(_seen_tool_responses(turn), params.day_first)
         if "system" in params.supported_by:
-            out.append(_Index(_system_texts(turn), params.day_first))
-        return out
+            yield _Index(_system_texts(turn), params.day_first)
 
     def check(self, turn: Turn) -> tuple[list[Claim], list[Claim]]:
-        """``(checkable, unsupported)`` claims of ``turn``."""
+        """``(checkable, unsupported)`` claims of ``turn``; a source is indexed only while claims remain."""
         found = self.claims(turn)
         if not found:
             return [], []
-        sources = self.sources(turn)
-        return found, [c for c in found if not any(source.supports(c) for source in sources)]
+        remaining = found
+        for source in self._sources(turn):
+            remaining = [c for c in remaining if not source.supports(c)]
+            if not remaining:
+                break
+        return found, remaining
 
 
 def unsupported(turn: Turn, session: SessionView | None = None,

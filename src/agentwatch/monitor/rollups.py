@@ -105,6 +105,21 @@ def apply_scores(conn: Connection, project_id: int, summary: Mapping[str, Any],
     _add(conn, score_deltas(project_id, summary, rows))
 
 
+def apply_score_batch(conn: Connection, project_id: int,
+                      sessions: Iterable[tuple[Mapping[str, Any], Iterable[Mapping[str, Any]]]]) -> None:
+    """:func:`apply_scores` for many ``(summary, rows)`` of one project, in one upsert per table."""
+    total: dict[Key, dict[str, float]] = {}
+    for summary, rows in sessions:
+        for key, delta in score_deltas(project_id, summary, rows).items():
+            into = total.get(key)
+            if into is None:
+                total[key] = delta
+            else:
+                for name in _ADDED:
+                    into[name] += delta[name]
+    _add(conn, total)
+
+
 def apply_sessions(conn: Connection, project_id: int, sessions: Iterable[Mapping[str, Any]]) -> None:
     """Count completed sessions in the minute they ended, with their latency and cost in sketches."""
     deltas: dict[Key, dict[str, float]] = {}

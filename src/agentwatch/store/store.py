@@ -190,6 +190,32 @@ class Store:
                 traces.append(trace_id)
         return out
 
+    def sessions_with_spans(self, project_id: int, session_ids: list[str]
+                            ) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """Summaries and span rows (payloads and log records attached) of many sessions, in four reads.
+
+        A session that is gone (erased, merged into another) is absent from the answer.
+        """
+        c, s = m.sessions.c, m.spans.c
+        out: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        if not session_ids:
+            return out
+        with self.engine.connect() as conn:
+            for row in conn.execute(select(m.sessions).where(c.project_id == project_id,
+                                                             c.session_id.in_(session_ids))):
+                summary = dict(row._mapping)
+                summary["trace_ids"] = []
+                out[summary["session_id"]] = (summary, [])
+        where = and_(s.project_id == project_id, s.session_id.in_(list(out)))
+        for span in self._spans(where, project_id):
+            entry = out.get(span["session_id"])
+            if entry is None:
+                continue
+            entry[1].append(span)
+            if span["trace_id"] not in entry[0]["trace_ids"]:
+                entry[0]["trace_ids"].append(span["trace_id"])
+        return out
+
     def spans_of_session(self, project_id: int, session_id: str) -> list[dict[str, Any]]:
         s = m.spans.c
         return self._spans(and_(s.project_id == project_id, s.session_id == session_id), project_id)

@@ -564,8 +564,7 @@ def _assign_sessions(trace_rows: list[dict[str, Any]], trace_session: str) -> No
 
 def _copy(conn: Connection, statement: str, rows: list[tuple[Any, ...]]) -> None:
     """``COPY ... FROM STDIN`` of ``rows`` in the connection's transaction (psycopg 3)."""
-    driver = conn.connection.dbapi_connection
-    assert driver is not None
+    driver: Any = conn.connection.dbapi_connection
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row(row)
