@@ -174,6 +174,7 @@ _ID_SNAKE = re.compile(r"(?<![\w-])[a-z][a-z0-9]*(?:_[a-z0-9]+)+(?![\w-])")
 _NUMBER = re.compile(rf"(?<![\w.,])({_NUM})(?![\w]|[.,]\d)")
 _EVIDENCE_NUMBER = re.compile(rf"(?<![A-Za-z0-9.,])({_NUM})(?![A-Za-z0-9]|[.,]\d)")
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*")
+_ID_PARTS = re.compile(r"[-_]")
 _NAME = re.compile(r"\b[A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+)+\b")
 _NAME_STOP = frozenset(
     "the a an your our my this that these those please dear hi hello thanks thank yes no flight flights here "
@@ -394,24 +395,33 @@ class _Index:
                 self._walk(item, strings)
 
     def _scan_text(self, text: str) -> None:
-        masked = list(text)
-        for start, end, value in [*_dates(text, self.day_first), *_times(text)]:
-            if value.startswith("--"):
-                self.dates.add((None, int(value[2:4]), int(value[5:7])))
-            elif ":" in value:
-                self.times.add(value)
-            else:
-                self.dates.add((int(value[:4]), int(value[5:7]), int(value[8:10])))
-            masked[start:end] = " " * (end - start)
-        for m in _EVIDENCE_NUMBER.finditer("".join(masked)):
+        found = [*_dates(text, self.day_first), *_times(text)]
+        masked_text = text
+        if found:
+            masked = list(text)
+            for start, end, value in found:
+                if value.startswith("--"):
+                    self.dates.add((None, int(value[2:4]), int(value[5:7])))
+                elif ":" in value:
+                    self.times.add(value)
+                else:
+                    self.dates.add((int(value[:4]), int(value[5:7]), int(value[8:10])))
+                masked[start:end] = " " * (end - start)
+            masked_text = "".join(masked)
+        for m in _EVIDENCE_NUMBER.finditer(masked_text):
             number = _canon(m.group(1))
             if number is not None:
                 self.numbers.add(number)
+        ids = self.ids
         for m in _TOKEN.finditer(text):
-            parts = re.split(r"[-_]", m.group(0).upper())[:8]
+            token = m.group(0).upper()
+            if "-" not in token and "_" not in token:
+                ids.add(token)  # one part: its only sub-run is itself
+                continue
+            parts = _ID_PARTS.split(token)[:8]
             for i in range(len(parts)):
                 for j in range(i + 1, len(parts) + 1):
-                    self.ids.add("".join(parts[i:j]))
+                    ids.add("".join(parts[i:j]))
         lower = text.lower()
         self.words.update(_WORD.findall(lower))
         self._chunks.append(_term_value(lower))
