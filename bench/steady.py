@@ -523,6 +523,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="py-spy the server (decode workers included) for --profile-seconds from a minute into "
                              "the load: FILE.svg, FILE.json or collapsed stacks")
     parser.add_argument("--profile-seconds", type=float, default=60)
+    parser.add_argument("--drain-timeout", type=float, default=120,
+                        help="seconds to wait, after the load, for the evaluation queue to empty (default %(default)s)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the store and work directory")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
@@ -631,7 +633,7 @@ def _drive(args: argparse.Namespace, server: ServerProcess, db: Database, bodies
     # The backlog left when the load stopped: how long the evaluation takes to catch up.
     backlog_started = time.perf_counter()
     drained_s = None
-    while time.perf_counter() - backlog_started < 300:
+    while time.perf_counter() - backlog_started < args.drain_timeout:
         queued, _, _, _ = sample_lag(db, idle_ns)
         if queued == 0:
             drained_s = time.perf_counter() - backlog_started
