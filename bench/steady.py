@@ -593,6 +593,8 @@ def _drive(args: argparse.Namespace, server: ServerProcess, db: Database, bodies
     load = Load(bodies, deadline=now + args.duration, min_spans=args.spans, max_deadline=now + args.max_duration)
     samples: list[Sample] = []
     peaks: dict[str, int] = {}
+    #: CPU seconds of each process at its first and last sample.
+    cpu: dict[str, list[float]] = {}
     done = threading.Event()
 
     def watch() -> None:
@@ -605,6 +607,9 @@ def _drive(args: argparse.Namespace, server: ServerProcess, db: Database, bodies
                 kb = st.memory_kb("VmHWM")
                 if kb is not None:
                     peaks[name] = max(peaks.get(name, 0), kb)
+                used = st.cpu_s()
+                if used is not None:
+                    cpu.setdefault(name, [used, used])[1] = used
             try:
                 queued, lag_event, lag_wall, sessions = sample_lag(db, idle_ns)
             except Exception as exc:  # noqa: BLE001 - a busy store only costs one sample
@@ -664,6 +669,9 @@ def _drive(args: argparse.Namespace, server: ServerProcess, db: Database, bodies
                            "sessions": in_minute[-1].stored_sessions if in_minute else None})
     figures["per_minute"] = per_minute
     figures["peak_rss_mb"] = {k: round(v / 1024, 1) for k, v in sorted(peaks.items())}
+    figures["cpu_s"] = {k: round(v[1] - v[0], 1) for k, v in sorted(cpu.items())}
+    served = sum(v for k, v in figures["cpu_s"].items() if k == "server" or k.startswith("decode worker"))
+    figures["server_cpu_us_per_span"] = 1e6 * served / load.accepted_spans if load.accepted_spans else None
     kept = retained(db)
     figures["store_counts"] = kept
     size = disk_bytes(db)
@@ -703,6 +711,9 @@ def summarize(f: dict[str, Any]) -> str:
     lines.append(f"catch-up:     the evaluation queue emptied {_n(f['drain_after_load_s'], '.1f')} s after the load "
                  "stopped")
     lines.append("peak RSS:     " + ", ".join(f"{k} {v:,.0f} MB" for k, v in f["peak_rss_mb"].items()))
+    lines.append("CPU:          " + ", ".join(f"{k} {v:,.0f} s" for k, v in f["cpu_s"].items())
+                 + f" over the load; server and decode workers {_n(f['server_cpu_us_per_span'], ',.0f')} us per "
+                 "accepted span (ingest and evaluation together)")
     c = f["store_counts"]
     lines.append(f"store:        {c['stored_spans']:,} spans, {c['sessions']:,} sessions "
                  f"({c['evaluated']:,} evaluated, "
