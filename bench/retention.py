@@ -53,7 +53,7 @@ def measure(db: Path) -> dict[str, float]:
         sessions = conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
         span_payload = conn.execute(
             "SELECT COALESCE(SUM(LENGTH(attributes) + COALESCE(LENGTH(events), 0) + COALESCE(LENGTH(links), 0)), 0)"
-            " FROM spans WHERE attributes != '{}'"
+            " FROM span_payloads"
         ).fetchone()[0]
         event_payload = conn.execute(
             "SELECT COALESCE(SUM(LENGTH(attributes) + COALESCE(LENGTH(body), 0)), 0) FROM span_events"
@@ -72,7 +72,7 @@ def measure(db: Path) -> dict[str, float]:
                                                                             for n in names))
 
     payload = span_payload + event_payload
-    rows = table("sessions", "spans", "trace_sessions", "resources") - span_payload
+    rows = table("sessions", "spans", "trace_sessions", "resources")
     return {
         "db_bytes": db.stat().st_size,
         "payload_bytes": payload,

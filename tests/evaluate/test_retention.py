@@ -52,10 +52,12 @@ def ids(sampled: bool, n: int) -> list[str]:
 
 
 def payload(store: Store, session_id: str) -> tuple[int, int]:
-    """(spans with attributes, spans in all) of a session."""
-    s = m.spans.c
+    """(spans with a stored payload, spans in all) of a session."""
+    s, p = m.spans.c, m.span_payloads.c
     with store.engine.connect() as conn:
-        rows = conn.execute(select(s.attributes).where(s.session_id == session_id)).all()
+        rows = conn.execute(select(p.attributes).select_from(m.spans.outerjoin(
+            m.span_payloads, (p.project_id == s.project_id) & (p.trace_id == s.trace_id) & (p.span_id == s.span_id)))
+            .where(s.session_id == session_id)).all()
     return sum(1 for r in rows if r[0]), len(rows)
 
 

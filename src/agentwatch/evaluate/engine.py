@@ -18,9 +18,9 @@ import logging
 import math
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from agentwatch.errors import NotFound
 from agentwatch.evaluate.base import EvalResult, Evaluator
 from agentwatch.evaluate.build import build
 from agentwatch.evaluate.catalogue import EXTERNAL_VERSION, Catalogue, EvaluatorSpec
@@ -43,6 +43,7 @@ class Scorer:
         self.options = options
         self._evaluators: dict[str, Evaluator] = {}
         self._lock = threading.Lock()
+        self._projects: dict[int, str] = {}
         self.errors = 0
         #: Scores written, by (evaluator, outcome: passed | failed | error | unjudged), for /metrics.
         self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -59,18 +60,64 @@ class Scorer:
         spans = self.store.spans_of_session(project_id, session_id)
         return SessionView.from_rows(summary, spans, self.options, self.store.project_name(project_id))
 
+    def prepare(self, jobs: list[ev.Job]) -> list[tuple[ev.Job, SessionView | None, bool]]:
+        """Per job ``(job, view, skip)``: ``view`` None when the session is gone; ``skip`` when nothing
+        would score it (no applicable evaluator, no external evaluation), whose view has no spans.
+
+        What decides applicability (the summary, the tools called) is read from columns; only the
+        sessions something scores are loaded back whole, all of a project's in one read.
+        """
+        out: list[tuple[ev.Job, SessionView | None, bool]] = []
+        by_project: dict[int, list[ev.Job]] = {}
+        for job in jobs:
+            by_project.setdefault(job.project_id, []).append(job)
+        for project_id, group in by_project.items():
+            project = self._project_name(project_id)
+            ids = sorted({job.session_id for job in group})
+            facts = ev.applicability(self.store.engine, project_id, ids)
+            load: list[str] = []
+            skip: set[str] = set()
+            for session_id, (summary, tools, has_external) in facts.items():
+                wanted = any(self._applies(spec, session_id, summary, tools, job.evaluators)
+                             for job in group if job.session_id == session_id for spec in self.catalogue.scored)
+                if wanted or (has_external and any(j.evaluators is None for j in group
+                                                   if j.session_id == session_id)):
+                    load.append(session_id)
+                else:
+                    skip.add(session_id)
+            loaded = self.store.sessions_with_spans(project_id, load) if load else {}
+            for job in group:
+                if job.session_id in skip:
+                    summary = dict(facts[job.session_id][0])
+                    summary["project_id"] = project_id
+                    out.append((job, SessionView(job.session_id, project, summary, [], []), True))
+                    continue
+                entry = loaded.get(job.session_id)
+                if entry is None:
+                    out.append((job, None, False))
+                    continue
+                view = SessionView.from_rows(dict(entry[0]), entry[1], self.options, project)
+                view.summary["project_id"] = project_id
+                out.append((job, view, False))
+        return out
+
+    def _project_name(self, project_id: int) -> str:
+        name = self._projects.get(project_id)
+        if name is None:
+            name = self._projects[project_id] = self.store.project_name(project_id)
+        return name
+
+    def _applies(self, spec: EvaluatorSpec, session_id: str, summary: dict[str, Any], tools: set[str],
+                 only: list[str] | None) -> bool:
+        if only is not None and spec.name not in only:
+            return False
+        return (spec.filter.matches(summary, tools)
+                and included(session_id, spec.effective_rate(self.catalogue.default_rate)))
+
     def applicable(self, view: SessionView, only: list[str] | None = None) -> list[EvaluatorSpec]:
         tools = {call.name for call in view.tool_calls}
-        out = []
-        for spec in self.catalogue.scored:
-            if only is not None and spec.name not in only:
-                continue
-            if not spec.filter.matches(view.summary, tools):
-                continue
-            if not included(view.session_id, spec.effective_rate(self.catalogue.default_rate)):
-                continue
-            out.append(spec)
-        return out
+        return [spec for spec in self.catalogue.scored if self._applies(spec, view.session_id, view.summary, tools,
+                                                                          only)]
 
     async def score(self, view: SessionView, *, only: list[str] | None = None,
                     shadow: bool = False) -> list[dict[str, Any]]:
@@ -175,24 +222,54 @@ class Scorer:
 
     def store_rows(self, project_id: int, view: SessionView, rows: list[dict[str, Any]], reason: str,
                    job_id: int | None = None) -> None:
-        for row in rows:
-            row.pop("_retryable", None)
-        flagged = any(r["passed"] is False or r["status"] == "error" for r in rows)
-        for r in rows:
+        self.store_batch([Scored(project_id, view, rows, reason, job_id)])
+
+    def store_batch(self, items: list[Scored], finished: list[int] | None = None) -> None:
+        """Write many sessions' scores, rollups, marks and finished jobs in one transaction.
+
+        ``finished`` are further jobs to remove (their session is gone).
+        """
+        for item in items:
+            for row in item.rows:
+                row.pop("_retryable", None)
+        with self.store.engine.begin() as conn:
+            everything = [row for item in items for row in item.rows]
+            ev.ensure_external(conn, {r["evaluator"] for r in everything
+                                      if r["evaluator_version"] == EXTERNAL_VERSION})
+            new = ev.write_scores(conn, everything)
+            new_by_session: dict[tuple[int, str], list[dict[str, Any]]] = {}
+            for row in new:
+                new_by_session.setdefault((int(row["project_id"]), str(row["session_id"])), []).append(row)
+            by_project: dict[int, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
+            marks = []
+            for item in items:
+                session_id = item.view.session_id
+                fresh = new_by_session.pop((item.project_id, session_id), [])
+                if fresh:
+                    by_project.setdefault(item.project_id, []).append((item.view.summary, fresh))
+                flagged = any(r["passed"] is False or r["status"] == "error" for r in item.rows)
+                if item.reason == "complete" or flagged:
+                    marks.append((item.project_id, session_id, flagged,
+                                  included(session_id, self.catalogue.default_rate)))
+            for project_id, sessions in by_project.items():
+                rollups.apply_score_batch(conn, project_id, sessions)
+            ev.mark_many(conn, marks)
+            ev.finish_many(conn, [i.job_id for i in items if i.job_id is not None] + list(finished or []))
+        for r in everything:
             outcome = ("error" if r["status"] != "ok" else "unjudged" if r["passed"] is None
                        else "passed" if r["passed"] else "failed")
             self.outcomes[(str(r["evaluator"]), outcome)] += 1
-        with self.store.engine.begin() as conn:
-            ev.ensure_external(conn, {r["evaluator"] for r in rows if r["evaluator_version"] == EXTERNAL_VERSION})
-            rollups.apply_scores(conn, project_id, view.summary, ev.write_scores(conn, rows))
-            if reason == "complete":
-                ev.mark_evaluated(conn, project_id, view.session_id, flagged=flagged,
-                                  sampled=included(view.session_id, self.catalogue.default_rate))
-            elif flagged:
-                ev.mark_evaluated(conn, project_id, view.session_id, flagged=True,
-                                  sampled=included(view.session_id, self.catalogue.default_rate))
-            if job_id is not None:
-                ev.finish(conn, job_id)
+
+
+@dataclass
+class Scored:
+    """One session's score rows, ready to be written."""
+
+    project_id: int
+    view: SessionView
+    rows: list[dict[str, Any]]
+    reason: str
+    job_id: int | None = None
 
 
 def _project_id(view: SessionView) -> int:
@@ -209,9 +286,11 @@ class EvaluationWorker:
     """Drains the evaluation queue in a background thread with its own event loop."""
 
     def __init__(self, scorer: Scorer, *, concurrency: int = 200, poll_s: float = 0.2,
-                 lease_s: float = 300.0) -> None:
+                 lease_s: float = 300.0, batch: int = 100) -> None:
         self.scorer = scorer
         self.concurrency = concurrency
+        #: Jobs claimed, loaded and (once scored) written together.
+        self.batch = batch
         self.poll_s = poll_s
         self.lease_s = lease_s
         self._stop = threading.Event()
@@ -240,42 +319,55 @@ class EvaluationWorker:
     async def _main(self) -> None:
         in_flight: set[asyncio.Task[None]] = set()
         engine = self.scorer.store.engine
+        self._ready: list[Scored] = []
+        self._gone: list[int] = []
         while not self._stop.is_set():
-            room = self.concurrency - len(in_flight)
-            jobs = []
+            room = self.concurrency - len(in_flight) - len(self._ready)
+            jobs: list[ev.Job] = []
             if room > 0:
                 try:
-                    jobs = await asyncio.to_thread(ev.claim, engine, room, self.lease_s)
+                    jobs = await asyncio.to_thread(ev.claim, engine, min(room, self.batch), self.lease_s)
                 except Exception:  # noqa: BLE001 - the worker outlives a store hiccup
                     logger.exception("claiming evaluation jobs failed")
-            for job in jobs:
-                task = asyncio.create_task(self._run(job))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+            if jobs:
+                await self._start(jobs, in_flight)
+            if self._ready or self._gone:
+                await asyncio.to_thread(self._write)
             if not jobs:
-                await asyncio.sleep(self.poll_s)
+                if in_flight:
+                    await asyncio.wait(in_flight, timeout=self.poll_s)
+                else:
+                    await asyncio.sleep(self.poll_s)
             elif len(in_flight) >= self.concurrency:
                 await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
         if in_flight:
             await asyncio.wait(in_flight, timeout=30)
+        if self._ready or self._gone:
+            await asyncio.to_thread(self._write)
 
-    async def _run(self, job: ev.Job) -> None:
+    async def _start(self, jobs: list[ev.Job], in_flight: set[asyncio.Task[None]]) -> None:
+        """Load the claimed sessions in one go and start scoring each."""
+        try:
+            prepared = await asyncio.to_thread(self.scorer.prepare, jobs)
+        except Exception:  # noqa: BLE001 - the jobs stay leased and are taken again after their lease
+            self.failed += len(jobs)
+            logger.exception("loading %d sessions for evaluation failed; they will be retried", len(jobs))
+            return
+        for job, view, skip in prepared:
+            if view is None:
+                # Erased, or merged into another session when its trace named one: nothing to score.
+                logger.info("session %s is gone; its evaluation job is dropped", job.session_id)
+                self._gone.append(job.id)
+            elif skip:
+                self._ready.append(Scored(job.project_id, view, [], job.reason, job.id))
+            else:
+                task = asyncio.create_task(self._run(job, view))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+
+    async def _run(self, job: ev.Job, view: SessionView) -> None:
         scorer = self.scorer
         try:
-            view = await asyncio.to_thread(scorer.load, job.project_id, job.session_id)
-        except NotFound:
-            # Erased, or merged into another session when its trace named one: nothing to score.
-            logger.info("session %s is gone; its evaluation job is dropped", job.session_id)
-            view = None
-        except Exception:  # noqa: BLE001 - the job stays leased and is taken again after its lease
-            self.failed += 1
-            logger.exception("loading session %s for evaluation failed; it will be retried", job.session_id)
-            return
-        try:
-            if view is None:
-                await asyncio.to_thread(self._drop, job)
-                return
-            view.summary["project_id"] = job.project_id
             rows = await scorer.score(view, only=job.evaluators, shadow=job.reason == "shadow")
             if any(row.pop("_retryable", False) for row in rows) and job.attempts < MAX_ATTEMPTS:
                 # A judge that is down: keep the session queued and try again later (the backlog
@@ -284,13 +376,30 @@ class EvaluationWorker:
                 await asyncio.to_thread(ev.postpone, scorer.store.engine, job.id, delay)
                 self.postponed += 1
                 return
-            await asyncio.to_thread(scorer.store_rows, job.project_id, view, rows, job.reason, job.id)
-            self.done += 1
+            self._ready.append(Scored(job.project_id, view, rows, job.reason, job.id))
         except Exception:  # noqa: BLE001 - the job stays leased and is retried after its lease
             self.failed += 1
             logger.exception("evaluating session %s failed; it will be retried", job.session_id)
 
-    def _drop(self, job: ev.Job) -> None:
-        """A job whose session is gone (erased) has nothing left to do."""
-        with self.scorer.store.engine.begin() as conn:
-            ev.finish(conn, job.id)
+    def _write(self) -> None:
+        """Write every scored session waiting, in one transaction (one at a time if that fails)."""
+        ready, self._ready = self._ready, []
+        gone, self._gone = self._gone, []
+        try:
+            self.scorer.store_batch(ready, gone)
+            self.done += len(ready)
+            return
+        except Exception:  # noqa: BLE001 - isolate the session that fails; the others are written
+            logger.exception("writing %d evaluated sessions failed; writing them one by one", len(ready))
+        for item in ready:
+            try:
+                self.scorer.store_batch([item])
+                self.done += 1
+            except Exception:  # noqa: BLE001 - the job stays leased and is retried after its lease
+                self.failed += 1
+                logger.exception("evaluating session %s failed; it will be retried", item.view.session_id)
+        if gone:
+            try:
+                self.scorer.store_batch([], gone)
+            except Exception:  # noqa: BLE001
+                logger.exception("dropping %d evaluation jobs of erased sessions failed", len(gone))

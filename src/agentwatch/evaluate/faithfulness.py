@@ -218,6 +218,7 @@ _TAIL_CONTEXT = re.compile(r"\b(?:ending (?:in|with)|ends (?:in|with)|last (?:fo
 #: Number words a per-item figure may be multiplied by ("for two passengers").
 _COUNT_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
                 "both": 2, "twice": 2, "double": 2, "triple": 3}
+_ID_PARTS = re.compile(r"[-_]")
 _NAME = re.compile(r"\b[A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+)+\b")
 _NAME_STOP = frozenset(
     "the a an your our my this that these those please dear hi hello thanks thank yes no flight flights here "
@@ -454,25 +455,34 @@ class _Index:
                 self._walk(item, strings)
 
     def _scan_text(self, text: str) -> None:
-        masked = list(text)
-        for start, end, value in [*_dates(text, self.day_first), *_times(text)]:
-            if value.startswith("--"):
-                self.dates.add((None, int(value[2:4]), int(value[5:7])))
-            elif ":" in value:
-                self.times.add(value)
-            else:
-                self.dates.add((int(value[:4]), int(value[5:7]), int(value[8:10])))
-            masked[start:end] = " " * (end - start)
-        for m in _EVIDENCE_NUMBER.finditer("".join(masked)):
+        found = [*_dates(text, self.day_first), *_times(text)]
+        masked_text = text
+        if found:
+            masked = list(text)
+            for start, end, value in found:
+                if value.startswith("--"):
+                    self.dates.add((None, int(value[2:4]), int(value[5:7])))
+                elif ":" in value:
+                    self.times.add(value)
+                else:
+                    self.dates.add((int(value[:4]), int(value[5:7]), int(value[8:10])))
+                masked[start:end] = " " * (end - start)
+            masked_text = "".join(masked)
+        for m in _EVIDENCE_NUMBER.finditer(masked_text):
             number = _canon(m.group(1))
             if number is not None:
                 self.numbers.add(number)
         self.digit_runs.update(_DIGIT_RUN.findall(text))
+        ids = self.ids
         for m in _TOKEN.finditer(text):
-            parts = re.split(r"[-_]", m.group(0).upper())[:8]
+            token = m.group(0).upper()
+            if "-" not in token and "_" not in token:
+                ids.add(token)  # one part: its only sub-run is itself
+                continue
+            parts = _ID_PARTS.split(token)[:8]
             for i in range(len(parts)):
                 for j in range(i + 1, len(parts) + 1):
-                    self.ids.add("".join(parts[i:j]))
+                    ids.add("".join(parts[i:j]))
         lower = text.lower()
         self.words.update(_WORD.findall(lower))
         self._chunks.append(_term_value(lower))

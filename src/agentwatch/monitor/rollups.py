@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 from ddsketch import DDSketch
 from ddsketch.pb.ddsketch_pb2 import DDSketch as DDSketchMessage
 from ddsketch.pb.proto import DDSketchProto
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from agentwatch.store import models as m
@@ -105,6 +105,21 @@ def apply_scores(conn: Connection, project_id: int, summary: Mapping[str, Any],
     _add(conn, score_deltas(project_id, summary, rows))
 
 
+def apply_score_batch(conn: Connection, project_id: int,
+                      sessions: Iterable[tuple[Mapping[str, Any], Iterable[Mapping[str, Any]]]]) -> None:
+    """:func:`apply_scores` for many ``(summary, rows)`` of one project, in one upsert per table."""
+    total: dict[Key, dict[str, float]] = {}
+    for summary, rows in sessions:
+        for key, delta in score_deltas(project_id, summary, rows).items():
+            into = total.get(key)
+            if into is None:
+                total[key] = delta
+            else:
+                for name in _ADDED:
+                    into[name] += delta[name]
+    _add(conn, total)
+
+
 def apply_sessions(conn: Connection, project_id: int, sessions: Iterable[Mapping[str, Any]]) -> None:
     """Count completed sessions in the minute they ended, with their latency and cost in sketches."""
     deltas: dict[Key, dict[str, float]] = {}
@@ -122,19 +137,41 @@ def apply_sessions(conn: Connection, project_id: int, sessions: Iterable[Mapping
         latency.add(max(float(work) if work is not None else (session["end_ns"] - session["start_ns"]) / 1e6, 0.0))
         cost.add(max(float(session["cost_usd"] or 0.0), 0.0))
     _add(conn, deltas)
-    for table in (m.rollups, m.rollups_hourly):
-        for key, (latency, cost) in sketches.items():
-            bucket = key if table is m.rollups else key.hour()
-            r = table.c
-            query = select(r.latency_sketch, r.cost_sketch).where(bucket.where(table))
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update()
-            stored = conn.execute(query).one()
-            merged_latency, merged_cost = sketch_from_bytes(stored[0]), sketch_from_bytes(stored[1])
+    hourly: dict[Key, tuple[Any, Any]] = {}
+    for key, (latency, cost) in sketches.items():
+        hour_latency, hour_cost = hourly.setdefault(key.hour(), (new_sketch(), new_sketch()))
+        hour_latency.merge(latency)
+        hour_cost.merge(cost)
+    for table, buckets in ((m.rollups, sketches), (m.rollups_hourly, hourly)):
+        _merge_sketches(conn, table, buckets)
+
+
+_KEY_COLUMNS = tuple(Key.__dataclass_fields__)
+
+
+def _merge_sketches(conn: Connection, table: Any, buckets: Mapping[Key, tuple[Any, Any]]) -> None:
+    """Merge sketches into their stored buckets (which exist): one read and one update per 200 buckets."""
+    r = table.c
+    ordered = sorted(buckets.items(), key=lambda kv: str(kv[0]))
+    update_stmt = (update(table)
+                   .where(*(r[name] == bindparam(f"k_{name}") for name in _KEY_COLUMNS))
+                   .values(latency_sketch=bindparam("v_latency"), cost_sketch=bindparam("v_cost")))
+    for i in range(0, len(ordered), 200):
+        chunk = ordered[i : i + 200]
+        query = select(*(r[name] for name in _KEY_COLUMNS), r.latency_sketch, r.cost_sketch).where(
+            tuple_(*(r[name] for name in _KEY_COLUMNS)).in_([tuple(key.__dict__.values()) for key, _ in chunk]))
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        stored = {tuple(row[: len(_KEY_COLUMNS)]): (row[-2], row[-1]) for row in conn.execute(query)}
+        params = []
+        for key, (latency, cost) in chunk:
+            old_latency, old_cost = stored[tuple(key.__dict__.values())]
+            merged_latency, merged_cost = sketch_from_bytes(old_latency), sketch_from_bytes(old_cost)
             merged_latency.merge(latency)
             merged_cost.merge(cost)
-            conn.execute(update(table).where(bucket.where(table)).values(
-                latency_sketch=sketch_to_bytes(merged_latency), cost_sketch=sketch_to_bytes(merged_cost)))
+            params.append({**{f"k_{name}": value for name, value in key.__dict__.items()},
+                           "v_latency": sketch_to_bytes(merged_latency), "v_cost": sketch_to_bytes(merged_cost)})
+        conn.execute(update_stmt, params)
 
 
 def add(conn: Connection, project_id: int, time_ns: int, labels: Mapping[str, Any], dimension: str,

@@ -39,6 +39,7 @@ from sqlalchemy import (
     inspect,
     or_,
     select,
+    tuple_,
     update,
 )
 
@@ -186,7 +187,11 @@ def erase_user(engine: Engine, project_id: int, user_id: str) -> dict[str, int]:
                 ts.project_id == project_id, ts.session_id.in_(chunk))).scalars())
         traces = sorted(trace_ids)
 
+        pl = m.span_payloads.c
         for chunk in _chunks(ids):
+            keys = select(sp.project_id, sp.trace_id, sp.span_id).where(sp.project_id == project_id,
+                                                                        sp.session_id.in_(chunk))
+            conn.execute(delete(m.span_payloads).where(tuple_(pl.project_id, pl.trace_id, pl.span_id).in_(keys)))
             removed["spans"] += conn.execute(delete(m.spans).where(
                 sp.project_id == project_id, sp.session_id.in_(chunk))).rowcount or 0
         # Log records of the erased spans, and orphan records of their traces (whose span never came):

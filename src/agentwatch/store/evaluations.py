@@ -15,7 +15,21 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, Engine, and_, delete, func, literal, literal_column, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from agentwatch.store import models as m
@@ -133,10 +147,11 @@ def write_scores(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str,
         _insert(conn.dialect.name, m.scores)
         .on_conflict_do_nothing(index_elements=["project_id", "session_id", "span_id", "evaluator",
                                                 "evaluator_version"])
-        .returning(s.span_id, s.evaluator, s.evaluator_version)
+        .returning(s.project_id, s.session_id, s.span_id, s.evaluator, s.evaluator_version)
     )
-    inserted = {(r[0], r[1], r[2]) for r in conn.execute(stmt, rows)}
-    new = [r for r in rows if (r["span_id"], r["evaluator"], r["evaluator_version"]) in inserted]
+    inserted = {tuple(r) for r in conn.execute(stmt, rows)}
+    new = [r for r in rows if (r["project_id"], r["session_id"], r["span_id"], r["evaluator"],
+                               r["evaluator_version"]) in inserted]
     e = m.evaluators.c
     for name, version in {(r["evaluator"], r["evaluator_version"]) for r in new}:
         conn.execute(update(m.evaluators)
@@ -144,6 +159,69 @@ def write_scores(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str,
                             e.first_used_at.is_(None))
                      .values(first_used_at=now))
     return new
+
+
+#: Where a span's own attributes carry evaluations (OpenInference ``evaluations.N.*``), as stored JSON text.
+_EVALUATION_ATTRIBUTES = '%"evaluations.%'
+#: The log record of an evaluation (``gen_ai.evaluation.result``).
+_EVALUATION_EVENT = "gen_ai.evaluation.result"
+
+
+def applicability(engine: Engine, project_id: int, session_ids: list[str]
+                  ) -> dict[str, tuple[dict[str, Any], set[str], bool]]:
+    """What decides which evaluators apply to each session, read from columns only:
+    ``{session_id: (summary row, tools called, whether it may carry external evaluations)}``.
+
+    A session that is gone is absent.
+    """
+    c, s, p, e = m.sessions.c, m.spans.c, m.span_payloads.c, m.span_events.c
+    out: dict[str, tuple[dict[str, Any], set[str], bool]] = {}
+    with engine.connect() as conn:
+        for i in range(0, len(session_ids), 500):
+            chunk = session_ids[i : i + 500]
+            for row in conn.execute(select(m.sessions).where(c.project_id == project_id, c.session_id.in_(chunk))):
+                out[row.session_id] = (dict(row._mapping), set(), False)
+            for session_id, tool_name, name in conn.execute(
+                    select(s.session_id, s.tool_name, s.name).where(s.project_id == project_id,
+                                                                     s.session_id.in_(chunk), s.kind == "tool")):
+                if session_id in out:
+                    out[session_id][1].add(tool_name or name)
+            external = set(conn.execute(
+                select(s.session_id).distinct()
+                .select_from(m.spans.join(m.span_payloads, and_(p.project_id == s.project_id,
+                                                                p.trace_id == s.trace_id, p.span_id == s.span_id)))
+                .where(s.project_id == project_id, s.session_id.in_(chunk),
+                       cast(p.attributes, Text).like(_EVALUATION_ATTRIBUTES))).scalars())
+            external.update(conn.execute(
+                select(s.session_id).distinct()
+                .select_from(m.spans.join(m.span_events, and_(e.project_id == s.project_id,
+                                                              e.trace_id == s.trace_id, e.span_id == s.span_id)))
+                .where(s.project_id == project_id, s.session_id.in_(chunk),
+                       e.event_name == _EVALUATION_EVENT)).scalars())
+            for session_id in external:
+                if session_id in out:
+                    summary, tools, _ = out[session_id]
+                    out[session_id] = (summary, tools, True)
+    return out
+
+
+def finish_many(conn: Connection, job_ids: list[int]) -> None:
+    for i in range(0, len(job_ids), 500):
+        conn.execute(delete(m.eval_jobs).where(m.eval_jobs.c.id.in_(job_ids[i : i + 500])))
+
+
+def mark_many(conn: Connection, marks: list[tuple[int, str, bool, bool]]) -> None:
+    """:func:`mark_evaluated` for many ``(project_id, session_id, flagged, sampled)`` in one statement."""
+    if not marks:
+        return
+    s = m.sessions.c
+    stmt = (update(m.sessions)
+            .where(s.project_id == bindparam("b_project"), s.session_id == bindparam("b_session"))
+            .values(flagged=or_(s.flagged, bindparam("b_flagged")), sampled=bindparam("b_sampled"),
+                    evaluated_at=bindparam("b_at")))
+    now = utcnow()
+    conn.execute(stmt, [{"b_project": p, "b_session": sid, "b_flagged": flagged, "b_sampled": sampled, "b_at": now}
+                        for p, sid, flagged, sampled in marks])
 
 
 def mark_evaluated(conn: Connection, project_id: int, session_id: str, *, flagged: bool, sampled: bool) -> None:

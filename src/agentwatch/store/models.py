@@ -2,8 +2,8 @@
 
 Event times (span and session start/end) are integer Unix nanoseconds, which
 are UTC by definition; wall-clock times are timezone-aware UTC timestamps.
-The original attributes of every span are kept whole (``attributes``); the
-other span columns are what queries filter and aggregate on. The full
+The original attributes of every span are kept whole in ``span_payloads``;
+the columns of ``spans`` are what queries filter and aggregate on. The full
 normalized span is rebuilt from them on read.
 """
 
@@ -125,14 +125,24 @@ spans = Table(
     Column("scope_name", Text),
     Column("scope_version", Text),
     Column("resource_key", String(16)),
-    Column("attributes", JSONType, nullable=False),
-    Column("events", JSONType),
-    Column("links", JSONType),
 )
 Index("ix_spans_session", spans.c.project_id, spans.c.session_id)
 #: Failed spans by event time: what the failure-template miner reads at each check.
 Index("ix_spans_failures", spans.c.project_id, spans.c.end_ns,
       sqlite_where=spans.c.success.is_(False), postgresql_where=spans.c.success.is_(False))
+
+#: The payload of each span (its original attributes, events and links), apart from the span's row so that
+#: retention deletes it whole and the space it held is reused (see agentwatch.store.retention).
+span_payloads = Table(
+    "span_payloads",
+    metadata,
+    Column("project_id", IdType, primary_key=True),
+    Column("trace_id", String(32), primary_key=True),
+    Column("span_id", String(16), primary_key=True),
+    Column("attributes", JSONType, nullable=False),
+    Column("events", JSONType),
+    Column("links", JSONType),
+)
 
 #: Which session each trace's spans without a session id of their own belong to.
 trace_sessions = Table(

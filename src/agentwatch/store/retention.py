@@ -8,6 +8,9 @@ completed; a sampled session keeps them for ``sampled``, a flagged one for
 ``flagged`` (the longer of the two when both), then loses them the same way.
 Session rows, span rows with their columns, scores and rollups stay. Time is
 the project's watermark, so replayed traffic ages exactly as live traffic.
+Payloads live in ``span_payloads``, apart from the spans' rows, and are
+deleted whole: the space they held is reused, so the store stays bounded by
+what is retained.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from sqlalchemy import Connection, and_, delete, null, or_, select, update
+from sqlalchemy import Connection, and_, delete, or_, select, tuple_, update
 
 from agentwatch.errors import ConfigError
 from agentwatch.settings import parse_duration
@@ -74,11 +77,13 @@ def apply(conn: Connection, project_id: int, watermark_ns: int, idle_timeout_ns:
                                    s.payload_dropped_at.is_(None), due).limit(BATCH))]
     if not session_ids:
         return 0
-    sp, ev = m.spans.c, m.span_events.c
+    sp, ev, pl = m.spans.c, m.span_events.c, m.span_payloads.c
     traces = select(sp.trace_id).where(sp.project_id == project_id, sp.session_id.in_(session_ids)).distinct()
     conn.execute(delete(m.span_events).where(ev.project_id == project_id, ev.trace_id.in_(traces)))
-    conn.execute(update(m.spans).where(sp.project_id == project_id, sp.session_id.in_(session_ids))
-                 .values(attributes={}, events=null(), links=null()))
+    # Whole payload rows go: their pages are freed and reused by the payloads that come next.
+    keys = select(sp.project_id, sp.trace_id, sp.span_id).where(sp.project_id == project_id,
+                                                                sp.session_id.in_(session_ids))
+    conn.execute(delete(m.span_payloads).where(tuple_(pl.project_id, pl.trace_id, pl.span_id).in_(keys)))
     conn.execute(update(m.sessions).where(s.project_id == project_id, s.session_id.in_(session_ids))
                  .values(payload_dropped_at=utcnow()))
     return len(session_ids)

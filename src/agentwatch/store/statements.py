@@ -1,8 +1,9 @@
 """Hand-written SQL for the ingest hot path, one text per dialect.
 
-The writer inserts spans with the driver's ``executemany`` on positional
-tuples: SQLAlchemy's per-row parameter processing costs more than SQLite's
-own insert. The column order here is the order of the writer's tuples.
+The writer inserts spans and their payloads with the driver's ``executemany``
+on positional tuples (on PostgreSQL with ``COPY`` when the rows are new):
+SQLAlchemy's per-row parameter processing costs more than SQLite's own
+insert. The column order here is the order of the writer's tuples.
 """
 
 from __future__ import annotations
@@ -16,10 +17,19 @@ SPAN_COLUMNS = (
     "project_id", "trace_id", "span_id", "parent_span_id", "session_id", "session_explicit", "name", "kind",
     "span_kind", "start_ns", "end_ns", "status_code", "status_message", "success", "error_type", "service",
     "agent_name", "agent_version", "intent", "user_id", "provider", "model", "tool_name", "tokens_in",
-    "tokens_out", "cost_usd", "scope_name", "scope_version", "resource_key", "attributes", "events", "links",
+    "tokens_out", "cost_usd", "scope_name", "scope_version", "resource_key",
 )
+PAYLOAD_COLUMNS = ("project_id", "trace_id", "span_id", "attributes", "events", "links")
 _JSON_COLUMNS = frozenset({"attributes", "events", "links"})
 _KEY = ("project_id", "trace_id", "span_id")
+
+
+def _insert(table: str, columns: tuple[str, ...], pg: bool) -> tuple[str, str]:
+    """(insert, upsert) texts of ``table`` with positional parameters."""
+    marks = ", ".join(("%s::jsonb" if c in _JSON_COLUMNS else "%s") if pg else "?" for c in columns)
+    insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in _KEY)
+    return insert, f"{insert} ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET {updates}"
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
 
@@ -66,10 +76,11 @@ class Statements:
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
         pg = dialect == "postgresql"
-        marks = ", ".join(("%s::jsonb" if c in _JSON_COLUMNS else "%s") if pg else "?" for c in SPAN_COLUMNS)
-        self.spans_insert = f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({marks})"
-        updates = ", ".join(f"{c} = excluded.{c}" for c in SPAN_COLUMNS if c not in _KEY)
-        self.spans_upsert = f"{self.spans_insert} ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET {updates}"
+        self.spans_insert, self.spans_upsert = _insert("spans", SPAN_COLUMNS, pg)
+        self.payloads_insert, self.payloads_upsert = _insert("span_payloads", PAYLOAD_COLUMNS, pg)
+        #: PostgreSQL's bulk path for rows known to be new (jsonb reads JSON text in COPY's text format).
+        self.spans_copy = f"COPY spans ({', '.join(SPAN_COLUMNS)}) FROM STDIN"
+        self.payloads_copy = f"COPY span_payloads ({', '.join(PAYLOAD_COLUMNS)}) FROM STDIN"
         self._mark = "%s" if pg else "?"
 
     @lru_cache(maxsize=64)  # noqa: B019 - a handful of chunk sizes per writer

@@ -199,6 +199,32 @@ class Store:
                 traces.append(trace_id)
         return out
 
+    def sessions_with_spans(self, project_id: int, session_ids: list[str]
+                            ) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """Summaries and span rows (payloads and log records attached) of many sessions, in four reads.
+
+        A session that is gone (erased, merged into another) is absent from the answer.
+        """
+        c, s = m.sessions.c, m.spans.c
+        out: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        if not session_ids:
+            return out
+        with self.engine.connect() as conn:
+            for row in conn.execute(select(m.sessions).where(c.project_id == project_id,
+                                                             c.session_id.in_(session_ids))):
+                summary = dict(row._mapping)
+                summary["trace_ids"] = []
+                out[summary["session_id"]] = (summary, [])
+        where = and_(s.project_id == project_id, s.session_id.in_(list(out)))
+        for span in self._spans(where, project_id):
+            entry = out.get(span["session_id"])
+            if entry is None:
+                continue
+            entry[1].append(span)
+            if span["trace_id"] not in entry[0]["trace_ids"]:
+                entry[0]["trace_ids"].append(span["trace_id"])
+        return out
+
     def spans_of_session(self, project_id: int, session_id: str) -> list[dict[str, Any]]:
         s = m.spans.c
         return self._spans(and_(s.project_id == project_id, s.session_id == session_id), project_id)
@@ -210,7 +236,8 @@ class Store:
     def _spans(self, where: Any, project_id: int) -> list[dict[str, Any]]:
         s, e, r = m.spans.c, m.span_events.c, m.resources.c
         with self.engine.connect() as conn:
-            rows = [dict(x._mapping) for x in conn.execute(select(m.spans).where(where).order_by(s.start_ns))]
+            rows = [dict(x._mapping) for x in conn.execute(with_payloads(select(m.spans)).where(where)
+                                                            .order_by(s.start_ns))]
             keys = {(x["trace_id"], x["span_id"]) for x in rows}
             resource_keys = {x["resource_key"] for x in rows if x["resource_key"]}
             resources = {}
@@ -233,6 +260,13 @@ class Store:
             row["resource"] = resources.get(row["resource_key"], {})
             row["log_records"] = events.get((row["trace_id"], row["span_id"]), [])
         return rows
+
+
+def with_payloads(query: Any) -> Any:
+    """``query`` on ``spans`` with each span's payload columns (None once retention dropped them)."""
+    s, p = m.spans.c, m.span_payloads.c
+    return query.add_columns(p.attributes, p.events, p.links).select_from(m.spans.outerjoin(
+        m.span_payloads, and_(p.project_id == s.project_id, p.trace_id == s.trace_id, p.span_id == s.span_id)))
 
 
 def encode_time_cursor(time_ns: int, row_id: int) -> str:

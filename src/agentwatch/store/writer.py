@@ -5,6 +5,8 @@ Request handlers decode and normalize, then :meth:`Writer.submit` a
 every batch waiting in its queue, writes them in one transaction (spans, the
 sessions they touch, the event-time clock) and resolves each future only
 after the commit: a 200 is never answered for data that is not durable.
+A span's columns go to ``spans`` and its payload (attributes, events,
+links) to ``span_payloads``, in the same transaction.
 
 Session ids: a span's own id wins; a span without one inherits it from an
 ancestor in the same batch, else takes the session its trace was filed under
@@ -306,16 +308,27 @@ class Writer:
             recompute.add(old_session)
             recompute.add(unique[key]["session_id"])
 
-        sql = self._sql.spans_upsert if replaced else self._sql.spans_insert
-        conn.exec_driver_sql(sql, [
+        span_rows = [
             (project_id, r["trace_id"], r["span_id"], r["parent_span_id"], r["session_id"], r["session_explicit"],
              r["name"], r["kind"], r["span_kind"], r["start_ns"], r["end_ns"], r["status_code"], r["status_message"],
              r["success"], r["error_type"], r["service"], r["agent_name"], r["agent_version"], r["intent"],
              r["user_id"], r["provider"], r["model"], r["tool_name"], r["tokens_in"], r["tokens_out"],
-             r["cost_usd"], r["scope_name"], r["scope_version"], r["resource_key"], r["attributes"],
-             r["events"], r["links"])
+             r["cost_usd"], r["scope_name"], r["scope_version"], r["resource_key"])
             for r in unique.values()
-        ])
+        ]
+        payload_rows = [(project_id, r["trace_id"], r["span_id"], r["attributes"], r["events"], r["links"])
+                        for r in unique.values()]
+        sql = self._sql
+        if replaced:
+            conn.exec_driver_sql(sql.spans_upsert, span_rows)
+            conn.exec_driver_sql(sql.payloads_upsert, payload_rows)
+        elif self.dialect == "postgresql":
+            # Every row is new (no span of these traces was stored): COPY, PostgreSQL's bulk path.
+            _copy(conn, sql.spans_copy, span_rows)
+            _copy(conn, sql.payloads_copy, payload_rows)
+        else:
+            conn.exec_driver_sql(sql.spans_insert, span_rows)
+            conn.exec_driver_sql(sql.payloads_insert, payload_rows)
 
         deltas: dict[str, list[dict[str, Any]]] = {}
         for key, row in unique.items():
@@ -547,6 +560,14 @@ def _assign_sessions(trace_rows: list[dict[str, Any]], trace_session: str) -> No
             seen += 1
         row["session_id"] = session or trace_session
         row["session_explicit"] = False
+
+
+def _copy(conn: Connection, statement: str, rows: list[tuple[Any, ...]]) -> None:
+    """``COPY ... FROM STDIN`` of ``rows`` in the connection's transaction (psycopg 3)."""
+    driver: Any = conn.connection.dbapi_connection
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def _chunks(items: list[str], size: int = _CHUNK) -> Iterable[list[str]]:
