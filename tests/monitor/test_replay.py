@@ -327,12 +327,18 @@ def test_a_twelve_hour_tool_failure_alerts_once_and_stops_when_it_ends(prefixes:
     quiet_before(alerts)
     # Caught in time: the new failure and the drop of the tool_use pass rate.
     assert delay_min(first(alerts, "new_cluster", rule="novel")) <= 15
-    assert delay_min(first(alerts, "drift", dimension="tool_use", rule="z")) <= 30
+    assert delay_min(first(alerts, "drift", dimension="tool_use", rule="z")) <= 60
     # Nothing opens once the traffic is steady again (an hour for the last window to slide past the end) ...
     late = [a for a in alerts if rfc3339_ns(a["started_at"]) > INCIDENT_END + HOUR]
     assert not late, episodes(late, notifications)
-    # ... every alert has resolved by the end of the week, and no condition opened twice.
-    assert all(a["state"] == "resolved" for a in alerts), episodes(alerts, notifications)
+    # ... every alert resolves within 9 hours of the end (a slow-drift ticket clears after h / 2 / k = 8 hours
+    # of steady traffic at the most), and no condition opened twice.
+    stops_with_the_incident(alerts, notifications)
+
+
+def stops_with_the_incident(alerts: list[dict[str, Any]], notifications: list[dict[str, Any]]) -> None:
+    lingering = [a for a in alerts if a["state"] != "resolved" or rfc3339_ns(a["resolved_at"]) > INCIDENT_END + 9 * HOUR]
+    assert not lingering, episodes(lingering, notifications)
     keys = [a["dedup_key"] for a in alerts]
     assert len(keys) == len(set(keys)), episodes(alerts, notifications)
 
@@ -352,6 +358,4 @@ def test_a_faithfulness_drop_of_a_new_version_pages_its_drift_without_cluster_no
         episodes(alerts, notifications)
     late = [a for a in alerts if rfc3339_ns(a["started_at"]) > INCIDENT_END + HOUR]
     assert not late, episodes(late, notifications)
-    assert all(a["state"] == "resolved" for a in alerts), episodes(alerts, notifications)
-    keys = [a["dedup_key"] for a in alerts]
-    assert len(keys) == len(set(keys)), episodes(alerts, notifications)
+    stops_with_the_incident(alerts, notifications)

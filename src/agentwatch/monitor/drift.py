@@ -283,12 +283,14 @@ class DriftDetector:
         sign = 1.0 if stat == "pass_rate" or spec.direction == "higher_is_better" else -1.0
         out: list[Candidate] = []
         kept: set[str] = set()
+        seen: set[str] = set()
         for (service, agent_version, _, ev), window in sorted(pooled.items()):
             candidate = Candidate(
                 kind="drift", rule="cusum", severity="ticket", dimension=spec.name, evaluator=spec.name,
                 evaluator_version=ev, labels={"service": service, "agent_version": agent_version},
                 owner=spec.owner, summary="")
             key = candidate.dedup_key
+            seen.add(key)
             if (service, agent_version, ev) in paged:
                 sums.pop(key, None)
                 alarms.pop(key, None)
@@ -328,4 +330,9 @@ class DriftDetector:
                                      "cusum": round(total, 3), "h": cfg.cusum_h, "k": cfg.cusum_k,
                                      "x": round(x, 3), "n": scored(window), "phi": round(base.phi, 3)}
                 out.append(candidate)
+        # A series with no session in the hour (a version rolled back, a service gone) ends its episode.
+        mine = f"drift:cusum:{spec.name}:"
+        for gone in [k for k in (*sums, *alarms) if k.startswith(mine) and k not in seen]:
+            sums.pop(gone, None)
+            alarms.pop(gone, None)
         return out, kept
