@@ -297,7 +297,7 @@ def test_a_surge_of_an_evaluators_reasons_is_part_of_its_drift_episode_and_muted
     by_kind = {(e.alert["kind"], e.alert["labels"]["service"]): e.alert for e in events}
     drift_id = by_kind[("drift", "support-agent")]["id"]
     linked = by_kind[("new_cluster", "support-agent")]
-    assert linked["figures"]["inhibited_by"] == drift_id and f"part of drift alert {drift_id}" in linked["summary"]
+    assert linked["figures"]["inhibited_by"] == drift_id and f"part of the episode of alert {drift_id}" in linked["summary"]
     assert "inhibited_by" not in by_kind[("new_cluster", "billing-agent")]["figures"], "another service's episode"
     with db.begin() as conn:
         alert_store.enqueue_notifications(conn, P, events, ROUTES, now=NOW)
@@ -316,3 +316,29 @@ def test_a_surge_of_an_evaluators_reasons_is_part_of_its_drift_episode_and_muted
     [alone] = held_reconcile(db, T0 + 10 * MINUTE, [cluster("surge", evaluator="refund_policy",
                                                             discriminator="19")], held)
     assert "inhibited_by" not in alone.alert["figures"]
+
+
+def test_a_slow_drift_ticket_during_its_evaluators_burn_page_is_part_of_that_episode(db: Engine) -> None:
+    held: dict[str, int] = {}
+    checked = {("drift", "cusum"), ("burn_rate", "slo:goal-completion"), SURGE}
+    burn = candidate(kind="burn_rate", rule="slo:goal-completion", evaluator="goal_completion",
+                     labels={"intent": "plan_change"}, summary="burning")
+    ticket = candidate(rule="cusum", severity="ticket", evaluator="goal_completion", dimension="goal_completion",
+                       labels={"service": "support-agent", "agent_version": "1.0.0"}, summary="drifting down slowly")
+    other_version = candidate(rule="cusum", severity="ticket", evaluator="tool_use", dimension="tool_use",
+                              labels={"service": "support-agent", "agent_version": "1.0.0"}, summary="another one")
+    events = held_reconcile(db, T0, [ticket, burn, other_version], held, checked)
+    by_rule = {(e.alert["rule"], e.alert["evaluator"]): e.alert for e in events}
+    burn_id = by_rule[("slo:goal-completion", "goal_completion")]["id"]
+    assert by_rule[("cusum", "goal_completion")]["figures"]["inhibited_by"] == burn_id
+    assert "inhibited_by" not in by_rule[("cusum", "tool_use")]["figures"], "another evaluator's ticket"
+    with db.begin() as conn:
+        alert_store.enqueue_notifications(conn, P, events, ROUTES, now=NOW)
+        assert alert_store.inhibitor(conn, P, alert_store.get_alert(conn, P, by_rule[("cusum", "goal_completion")]
+                                                                     ["id"])) == burn_id
+    assert {a for a, _, _ in outbox(db)} == {burn_id, by_rule[("cusum", "tool_use")]["id"]}
+    # A surge of the evaluator's reasons later in the same burn is linked too, though no drift fires.
+    [surge] = held_reconcile(db, T0 + 5 * MINUTE, [ticket, burn, other_version,
+                                                   cluster("surge", evaluator="goal_completion")],
+                             held, checked)
+    assert surge.alert["figures"]["inhibited_by"] == burn_id

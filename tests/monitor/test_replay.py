@@ -332,15 +332,20 @@ def test_a_twelve_hour_tool_failure_alerts_once_and_stops_when_it_ends(prefixes:
     late = [a for a in alerts if rfc3339_ns(a["started_at"]) > INCIDENT_END + HOUR]
     assert not late, episodes(late, notifications)
     # ... every alert resolves within 9 hours of the end (a slow-drift ticket clears after h / 2 / k = 8 hours
-    # of steady traffic at the most), and no condition opened twice.
+    # of steady traffic at the most), and no condition is notified twice.
     stops_with_the_incident(alerts, notifications)
 
 
 def stops_with_the_incident(alerts: list[dict[str, Any]], notifications: list[dict[str, Any]]) -> None:
     lingering = [a for a in alerts if a["state"] != "resolved" or rfc3339_ns(a["resolved_at"]) > INCIDENT_END + 9 * HOUR]
     assert not lingering, episodes(lingering, notifications)
-    keys = [a["dedup_key"] for a in alerts]
+    # No condition is notified twice, and an alert that was not notified is linked to the one that led its episode.
+    sent = {n["alert_id"] for n in notifications if n["event"] == "trigger"}
+    keys = [a["dedup_key"] for a in alerts if a["id"] in sent]
     assert len(keys) == len(set(keys)), episodes(alerts, notifications)
+    ids = {a["id"] for a in alerts}
+    unlinked = [a for a in alerts if a["id"] not in sent and a["figures"].get("inhibited_by") not in ids]
+    assert not unlinked, episodes(unlinked, notifications)
 
 
 @pytest.mark.slow

@@ -141,15 +141,15 @@ def reconcile(conn: Connection, project_id: int, tick_ns: int, candidates: Itera
     silences = active_silences(conn, project_id, now)
     events: list[AlertEvent] = []
     holding = set(merged) | set(keep_keys)
-    # Drift first, so that a surge of the same episode finds the drift alert this very tick opened.
-    for key, c in sorted(merged.items(), key=lambda item: item[1].kind != "drift"):
+    # Leaders first, so that a follower of the same episode finds the alert this very tick opened.
+    for key, c in sorted(merged.items(), key=lambda item: (item[1].kind, item[1].rule) in FOLLOWERS):
         if c.kind in keep_for:
             held[key] = tick_ns
         existing = firing.get(key)
         episode = _episode(c, existing, firing, holding)
         if episode is not None:
             c = replace(c, figures={**c.figures, "inhibited_by": episode},
-                        summary=f"{c.summary} (part of drift alert {episode})")
+                        summary=f"{c.summary} (part of the episode of alert {episode})")
         if existing is not None:
             values = {
                 "summary": c.summary,
@@ -199,19 +199,39 @@ def reconcile(conn: Connection, project_id: int, tick_ns: int, candidates: Itera
     return events
 
 
+#: Alerts that follow an episode another alert of the same evaluator leads, and the (kind, rule) of the leaders:
+#: a surge of an evaluator's failure reasons, and a slow-drift ticket, while its drift or SLO burn pages.
+FOLLOWERS: dict[tuple[str, str], tuple[tuple[str, str | None], ...]] = {
+    ("new_cluster", "surge"): (("drift", None), ("burn_rate", None)),
+    ("drift", "cusum"): (("drift", "z"), ("burn_rate", None)),
+}
+
+
+def _leads(row: Mapping[str, Any], follower: Candidate) -> bool:
+    """Whether a firing alert leads the follower's episode: a leader kind, the same evaluator, and the same
+    service (and agent version for a slow drift) where the leader is narrowed by them."""
+    if row["evaluator"] != follower.evaluator or not any(
+            row["kind"] == kind and rule in (None, row["rule"]) for kind, rule in
+            FOLLOWERS[(follower.kind, follower.rule)]):
+        return False
+    if (row["kind"], row["rule"]) == (follower.kind, follower.rule):
+        return False
+    labels = row["labels"] or {}
+    names = ("service", "agent_version") if follower.kind == "drift" else ("service",)
+    return all(not labels.get(name) or not follower.labels.get(name) or labels[name] == follower.labels[name]
+               for name in names)
+
+
 def _episode(candidate: Candidate, existing: Mapping[str, Any] | None, firing: Mapping[str, Mapping[str, Any]],
              holding: set[str]) -> int | None:
-    """The id of the firing ``drift`` page whose episode a surge of an evaluator's failure reasons is part of
-    (the same evaluator and service); once linked, an alert stays linked."""
-    if (candidate.kind, candidate.rule) != ("new_cluster", "surge") or not candidate.evaluator:
+    """The id of the firing alert (a drift or burn-rate page of the same evaluator) whose episode a follower
+    (a surge of that evaluator's failure reasons, a slow-drift ticket) is part of; once linked, it stays."""
+    if (candidate.kind, candidate.rule) not in FOLLOWERS or not candidate.evaluator:
         return None
     linked = ((existing or {}).get("figures") or {}).get("inhibited_by")
     if isinstance(linked, int):
         return linked
-    service = candidate.labels.get("service", "")
-    found = [int(row["id"]) for key, row in firing.items()
-             if (row["kind"], row["rule"], row["evaluator"]) == ("drift", "z", candidate.evaluator)
-             and key in holding and (not service or (row["labels"] or {}).get("service") == service)]
+    found = [int(row["id"]) for key, row in firing.items() if key in holding and _leads(row, candidate)]
     return min(found) if found else None
 
 
@@ -394,10 +414,10 @@ def list_silences(conn: Connection, project_id: int, active_only: bool = True, *
 def inhibitor(conn: Connection, project_id: int, alert: Mapping[str, Any]) -> int | None:
     """The id of a firing alert that mutes this one, if any: a calibration or evaluator-errors alert mutes
     the drift and burn-rate alerts of its evaluator, a no-data alert of an evaluator its drift alerts.
-    A surge linked to a drift episode (``figures.inhibited_by``) is muted by it for good: the drift's
+    A follower linked to an episode (``figures.inhibited_by``) is muted by it for good: the leader's
     notifications speak for the episode, before and after it resolves."""
     linked = (alert.get("figures") or {}).get("inhibited_by")
-    if alert["kind"] == "new_cluster" and isinstance(linked, int):
+    if (alert["kind"], alert["rule"]) in FOLLOWERS and isinstance(linked, int):
         return linked
     if not alert["evaluator"] or alert["kind"] not in ("drift", "burn_rate"):
         return None
