@@ -229,3 +229,116 @@ def test_due_repeats(db: Engine) -> None:
         conn.execute(update(m.alerts).where(m.alerts.c.id == page.alert["id"]).values(state="resolved"))
         assert alert_store.due_repeats(conn, NOW + timedelta(minutes=31), interval, ROUTES) == 1
     assert outbox(db)[-1] == (quiet[0].alert["id"], "chan", "trigger")
+
+
+# -- hysteresis (keep_firing_for) and episodes -------------------------------------------------------------------
+
+CLUSTER = ("new_cluster", "novel")
+SURGE = ("new_cluster", "surge")
+
+
+def cluster(rule: str = "novel", **kw):  # type: ignore[no-untyped-def]
+    values = {"kind": "new_cluster", "rule": rule, "severity": "ticket", "dimension": "tool_error:lookup_order",
+              "evaluator": "", "evaluator_version": "", "labels": {"service": "support-agent"},
+              "discriminator": "17", "summary": "new failure in lookup_order"}
+    values.update(kw)
+    return candidate(**values)
+
+
+def held_reconcile(db: Engine, tick_ns: int, candidates: list, held: dict[str, int],  # type: ignore[type-arg]
+                   checked: set | None = None):  # type: ignore[no-untyped-def,type-arg]
+    with db.begin() as conn:
+        return alert_store.reconcile(conn, P, tick_ns, candidates, checked or {CLUSTER, SURGE, ("drift", "z")},
+                                     keep_firing_ns={"new_cluster": 60 * MINUTE}, held=held,
+                                     public_url=None, now=NOW)
+
+
+def test_a_condition_that_flaps_within_keep_firing_for_stays_one_alert(db: Engine) -> None:
+    held: dict[str, int] = {}
+    # What a replayed import showed: open, gone a minute later, back ten minutes after that, gone again.
+    holds = {0: True, 1: False, 2: False, 11: True, 12: True, 13: False}
+    events = []
+    for minute in range(0, 200):
+        events += held_reconcile(db, T0 + minute * MINUTE, [cluster()] if holds.get(minute, False) else [], held)
+    assert [e.action for e in events] == ["trigger", "resolve"], "one alert, resolved once"
+    [row] = rows(db)
+    # It last held at minute 12; it resolves at the first check an hour (keep_firing_for) after that.
+    assert row["resolved_ns"] == T0 + 72 * MINUTE and held == {}
+    # Without hysteresis the same checks open two alerts, and resolve both.
+    with db.begin() as conn:
+        conn.execute(m.alerts.delete())
+    events = []
+    for minute in range(0, 20):
+        events += reconcile(db, T0 + minute * MINUTE, [cluster()] if holds.get(minute, False) else [],
+                            checked={CLUSTER})
+    assert [e.action for e in events].count("trigger") == 2
+
+
+def test_keep_firing_for_applies_only_to_its_kinds_and_only_to_checked_rules(db: Engine) -> None:
+    held: dict[str, int] = {}
+    held_reconcile(db, T0, [cluster(), candidate(rule="z")], held)
+    assert set(held) == {cluster().dedup_key}, "only kinds with a hold are remembered"
+    ended = held_reconcile(db, T0 + MINUTE, [], held)
+    assert [e.alert["kind"] for e in ended] == ["drift"], "a drift alert resolves at once"
+    # A cluster alert whose condition stopped an hour ago resolves, as one whose rule was checked.
+    assert held_reconcile(db, T0 + 59 * MINUTE, [], held) == []
+    [gone] = held_reconcile(db, T0 + 60 * MINUTE, [], held)
+    assert gone.alert["kind"] == "new_cluster" and gone.alert["resolved_at"] == "2026-01-01T01:00:00.000000000Z"
+
+
+def test_a_surge_of_an_evaluators_reasons_is_part_of_its_drift_episode_and_muted_for_good(db: Engine) -> None:
+    held: dict[str, int] = {}
+    drift = candidate(rule="z", evaluator="tool_use", dimension="tool_use")
+    surge = cluster("surge", evaluator="tool_use", dimension="evaluator:tool_use", summary="failure surging")
+    other = cluster("surge", evaluator="tool_use", dimension="evaluator:tool_use", discriminator="18",
+                    labels={"service": "billing-agent"}, summary="another service")
+    # Opened at the same tick as the drift page: linked to it, listed, not notified.
+    events = held_reconcile(db, T0, [surge, drift, other], held)
+    by_kind = {(e.alert["kind"], e.alert["labels"]["service"]): e.alert for e in events}
+    drift_id = by_kind[("drift", "support-agent")]["id"]
+    linked = by_kind[("new_cluster", "support-agent")]
+    assert linked["figures"]["inhibited_by"] == drift_id and f"part of the episode of alert {drift_id}" in linked["summary"]
+    assert "inhibited_by" not in by_kind[("new_cluster", "billing-agent")]["figures"], "another service's episode"
+    with db.begin() as conn:
+        alert_store.enqueue_notifications(conn, P, events, ROUTES, now=NOW)
+    notified = {a for a, _, _ in outbox(db)}
+    assert drift_id in notified and linked["id"] not in notified
+    assert by_kind[("new_cluster", "billing-agent")]["id"] in notified
+    # Updated while the drift resolves, the link stays; once the drift has resolved, no late trigger or repeat.
+    held_reconcile(db, T0 + 5 * MINUTE, [surge], held)
+    with db.begin() as conn:
+        row = alert_store.get_alert(conn, P, linked["id"])
+        assert row["state"] == "firing" and row["figures"]["inhibited_by"] == drift_id
+        assert alert_store.get_alert(conn, P, drift_id)["state"] == "resolved"
+        alert_store.due_repeats(conn, NOW + timedelta(days=2), {"page": 3600.0, "ticket": 3600.0}, ROUTES)
+    assert linked["id"] not in {a for a, _, _ in outbox(db)}
+    # A surge with no firing drift of its evaluator is its own alert.
+    [alone] = held_reconcile(db, T0 + 10 * MINUTE, [cluster("surge", evaluator="refund_policy",
+                                                            discriminator="19")], held)
+    assert "inhibited_by" not in alone.alert["figures"]
+
+
+def test_a_slow_drift_ticket_during_its_evaluators_burn_page_is_part_of_that_episode(db: Engine) -> None:
+    held: dict[str, int] = {}
+    checked = {("drift", "cusum"), ("burn_rate", "slo:goal-completion"), SURGE}
+    burn = candidate(kind="burn_rate", rule="slo:goal-completion", evaluator="goal_completion",
+                     labels={"intent": "plan_change"}, summary="burning")
+    ticket = candidate(rule="cusum", severity="ticket", evaluator="goal_completion", dimension="goal_completion",
+                       labels={"service": "support-agent", "agent_version": "1.0.0"}, summary="drifting down slowly")
+    other_version = candidate(rule="cusum", severity="ticket", evaluator="tool_use", dimension="tool_use",
+                              labels={"service": "support-agent", "agent_version": "1.0.0"}, summary="another one")
+    events = held_reconcile(db, T0, [ticket, burn, other_version], held, checked)
+    by_rule = {(e.alert["rule"], e.alert["evaluator"]): e.alert for e in events}
+    burn_id = by_rule[("slo:goal-completion", "goal_completion")]["id"]
+    assert by_rule[("cusum", "goal_completion")]["figures"]["inhibited_by"] == burn_id
+    assert "inhibited_by" not in by_rule[("cusum", "tool_use")]["figures"], "another evaluator's ticket"
+    with db.begin() as conn:
+        alert_store.enqueue_notifications(conn, P, events, ROUTES, now=NOW)
+        assert alert_store.inhibitor(conn, P, alert_store.get_alert(conn, P, by_rule[("cusum", "goal_completion")]
+                                                                     ["id"])) == burn_id
+    assert {a for a, _, _ in outbox(db)} == {burn_id, by_rule[("cusum", "tool_use")]["id"]}
+    # A surge of the evaluator's reasons later in the same burn is linked too, though no drift fires.
+    [surge] = held_reconcile(db, T0 + 5 * MINUTE, [ticket, burn, other_version,
+                                                   cluster("surge", evaluator="goal_completion")],
+                             held, checked)
+    assert surge.alert["figures"]["inhibited_by"] == burn_id

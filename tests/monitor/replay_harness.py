@@ -90,6 +90,21 @@ class Replay:
         assert response.status_code in (200, 201), response.text
         return response.json()
 
+    def notifications(self) -> list[dict[str, Any]]:
+        """The outbox rows the monitor wrote (what the notifiers were, or will be, sent), oldest first."""
+        from sqlalchemy import create_engine, select
+
+        from agentwatch.store import models as m
+
+        engine = create_engine(self.db_url)
+        try:
+            with engine.connect() as conn:
+                n = m.notifications.c
+                rows = conn.execute(select(n.alert_id, n.notifier, n.event).order_by(n.id)).all()
+        finally:
+            engine.dispose()
+        return [dict(r._mapping) for r in rows]
+
     def alerts(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         cursor = None

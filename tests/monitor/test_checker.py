@@ -336,3 +336,29 @@ def test_a_sampled_rare_event_confirmed_by_a_later_label_pages(db: tuple[Store, 
     monitor.run(pid, T0 + 25 * MIN + IDLE_S * S)
     with store.engine.connect() as conn:
         assert len(conn.execute(select(n.id).where(n.alert_id == alert["id"])).all()) == 2
+
+
+def test_cluster_hysteresis_and_reason_kinds_are_configured_and_checked(tmp_path: Any) -> None:
+    from agentwatch.errors import ConfigError
+    from agentwatch.settings import load_file
+
+    def load(text: str) -> MonitorConfig:
+        path = tmp_path / "agentwatch.yaml"
+        path.write_text(text)
+        return MonitorConfig.from_section(load_file(path)["sections"].get("alerts"), str(path))
+
+    default = MonitorConfig().clusters
+    assert default.keep_firing_for_s == 3600 and default.reason_kinds == ("rule", "python")
+    config = load("alerts:\n  clusters:\n    keep_firing_for: 30m\n    reason_kinds: [rule, llm]\n").clusters
+    assert config.keep_firing_for_s == 1800 and config.reason_kinds == ("rule", "llm")
+    assert load("alerts:\n  clusters: {reason_kinds: []}\n").clusters.reason_kinds == ()
+    assert monitor_of_config(load("alerts:\n  clusters: {keep_firing_for: 0s}\n")).keep_firing_ns == {"new_cluster": 0}
+    with pytest.raises(ConfigError, match=r"line 3, key alerts.clusters.reason_kinds: expected a list of evaluator "
+                                          r"kinds among rule, python, llm, faithfulness, external, got \['claims'\]"):
+        load("alerts:\n  clusters:\n    reason_kinds: [claims]\n")
+    with pytest.raises(ConfigError, match="key alerts.clusters.keep_firing_for: expected a duration"):
+        load("alerts:\n  clusters: {keep_firing_for: soon}\n")
+
+
+def monitor_of_config(config: MonitorConfig) -> Monitor:
+    return Monitor(None, CATALOGUE, config, slos=(), routes=load_routes({}), idle_timeout_s=IDLE_S)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -128,6 +129,65 @@ def test_failing_scores_are_mined_by_the_lead_clause_of_their_reason(db: tuple[S
     assert row["count"] == 2 and row["weighted_count"] == 5.0, "a score sampled at p weighs 1/p"
     assert [(h["session_id"], h["user_id"], h["weight"]) for h in hits(store, pid)] == [("s1", "u0", 4.0),
                                                                                        ("s2", "u1", 1.0)]
+
+
+def add_scores(store: Store, pid: int, scores: Sequence[tuple[str, str, str]]) -> None:
+    """Failing scores (session, evaluator, reason), one second apart, each of its own session and user."""
+    now = utcnow()
+    with store.engine.begin() as conn:
+        for i, (sid, evaluator, reason) in enumerate(scores):
+            conn.execute(insert(m.sessions).values(
+                project_id=pid, session_id=sid, service=SVC, agent_version="1.0", intent="refund", user_id=f"u{i}",
+                start_ns=T0, end_ns=T0 + (i + 1) * S, spans=1, turns=1, llm_calls=1, tool_calls=0, tool_errors=0,
+                errors=0, tokens_in=0, tokens_out=0, agent_tokens_in=0, agent_tokens_out=0, usage_spans=1,
+                cost_usd=0.0, complete=True, flagged=False, sampled=False, created_at=now, updated_at=now))
+            conn.execute(insert(m.scores).values(
+                project_id=pid, session_id=sid, span_id="", evaluator=evaluator, evaluator_version="v1",
+                status="ok", score=0.0, passed=False, direction="higher_is_better", reason=reason,
+                inclusion_probability=1.0, event_time_ns=T0 + (i + 1) * S, shadow=False, created_at=now))
+
+
+@pytest.mark.parametrize(("reason", "mined"), [
+    ("3/4 claims supported; unsupported: turn 1: $241 (money)", "unsupported: turn 1: $241 (money)"),
+    ("3/4 claims supported", None),
+    ("2 of 5 steps done; 3 failed tool call(s)", None),
+    ("3 failed tool call(s)", None),
+    ("40% of answers checked", None),
+    ("tool lookup_order failed: Timeout (span ab12); tool refund_api failed: 503", "tool lookup_order failed: Timeout "
+                                                                                   "(span ab12)"),
+    ("refund_api.amount = 120 > 100", "refund_api.amount = 120 > 100"),
+    ("500 internal error from the CRM", None),
+    ("  \n; over budget: 4 calls", "over budget: 4 calls"),
+])
+def test_the_mined_clause_is_the_first_that_is_not_a_tally(reason: str, mined: str | None) -> None:
+    assert clusters.lead(reason) == mined
+
+
+def test_only_the_reasons_of_evaluators_whose_reasons_name_failures_are_mined(db: tuple[Store, int]) -> None:
+    store, pid = db
+    add_scores(store, pid, [
+        ("a", "faithfulness", "1/2 claims supported; unsupported: turn 1: $241 (money)"),
+        ("b", "helpfulness", "the agent did not answer the question"),
+        ("c", "tool_use", "tool lookup_order failed: SchemaVersionMismatch: expected v12 (span 00f067aa0ba902b7)"),
+        ("d", "goal_completion", "2 of 3 steps done"),  # a count only: nothing to mine
+        ("e", "external:tone", "too curt"),
+    ])
+    specs = (SimpleNamespace(name="faithfulness", kind="faithfulness"), SimpleNamespace(name="helpfulness", kind="llm"),
+             SimpleNamespace(name="tool_use", kind="rule"), SimpleNamespace(name="goal_completion", kind="python"))
+    default = clusters.ReasonSources.of(specs, ClusterConfig().reason_kinds)
+    assert default == clusters.ReasonSources(frozenset({"tool_use", "goal_completion"}), external=False)
+    with store.engine.connect() as conn:
+        found = clusters.occurrences(conn, pid, T0, T0 + MIN, default)
+        assert [(o.subject, o.message) for o in found] == [
+            ("tool_use", "tool lookup_order failed: SchemaVersionMismatch: expected v12 (span 00f067aa0ba902b7)")]
+        everything = clusters.ReasonSources.of(specs, ("rule", "python", "llm", "faithfulness", "external"))
+        assert [o.subject for o in clusters.occurrences(conn, pid, T0, T0 + MIN, everything)] == [
+            "faithfulness", "helpfulness", "tool_use", "external:tone"]
+        assert clusters.occurrences(conn, pid, T0, T0 + MIN, clusters.ReasonSources()) == []
+    with store.engine.begin() as conn:
+        assert Miner(CONFIG).mine(conn, pid, T0, T0 + MIN, WARM, default) == 1
+    assert [(r["subject"], r["template"]) for r in templates(store, pid)] == [
+        ("tool_use", "tool lookup_order failed: SchemaVersionMismatch: expected v<NUM> (span <HEX>)")]
 
 
 def test_templates_are_restored_from_the_table_with_the_same_ids(db: tuple[Store, int]) -> None:

@@ -399,12 +399,19 @@ def test_a_service_still_warming_up_is_not_checked(db: tuple[Store, int]) -> Non
 
 
 def cusum(store: Store, pid: int, tick: int, detector: DriftDetector, state: dict[str, Any],
-          warm: set[str] | None = None) -> list[Candidate]:
+          warm: set[str] | None = None, paged: frozenset[tuple[str, str, str]] = frozenset()) -> list[Candidate]:
+    found, _ = cusum_kept(store, pid, tick, detector, state, warm, paged)
+    return found
+
+
+def cusum_kept(store: Store, pid: int, tick: int, detector: DriftDetector, state: dict[str, Any],
+               warm: set[str] | None = None, paged: frozenset[tuple[str, str, str]] = frozenset()
+               ) -> tuple[list[Candidate], set[str]]:
     with store.engine.connect() as conn:
-        return detector.cusum(conn, pid, tick, SPEC, state, {SVC} if warm is None else warm)
+        return detector.cusum(conn, pid, tick, SPEC, state, {SVC} if warm is None else warm, paged)
 
 
-def test_cusum_accumulates_a_small_persistent_drop_into_a_ticket_and_decays_after(db: tuple[Store, int]) -> None:
+def test_cusum_accumulates_a_small_persistent_drop_into_a_ticket_and_clears_after(db: tuple[Store, int]) -> None:
     store, pid = db
     drift_hours, normal_hours = 10, 30
     with buckets(store, pid) as b:
@@ -423,21 +430,79 @@ def test_cusum_accumulates_a_small_persistent_drop_into_a_ticket_and_decays_afte
             (c,) = found
             assert (c.kind, c.rule, c.severity, c.evaluator_version) == ("drift", "cusum", "ticket", V)
             assert c.labels == {"service": SVC, "agent_version": "1.0", "intent": ""}
-            assert c.figures["cusum"] > 8 and c.figures["h"] == 8 and c.figures["k"] == 0.5
+            assert 4 < c.figures["cusum"] <= 8 and c.figures["h"] == 8 and c.figures["k"] == 0.5
             assert c.figures["n"] == 150 and c.figures["cusum"] == pytest.approx(sums[-1], abs=1e-3)
         with store.engine.connect() as conn:
             z_found, _ = detector.check(conn, pid, D + hour * HOUR, SPEC, {}, {SVC}, set())
         assert z_found == [], "the slow drift never reaches the z rule"
-    # Each drifting hour adds about 2.1 - 0.5: the sum passes h = 8 on the 6th hour, not before.
-    assert all(b > a for a, b in zip(sums[:drift_hours], sums[1:drift_hours]))
+    # Each drifting hour adds about 2.1 - 0.5: the sum passes h = 8 on the 6th hour, not before ...
+    assert all(b > a for a, b in zip(sums[:5], sums[1:5]))
     first = fired.index(True)
-    assert first == 5 and sums[first - 1] <= 8 < sums[first]
-    assert all(fired[first:drift_hours])
-    # Back to normal, the sum falls by at least k an hour; the ticket stops, then the sum is dropped.
-    after = sums[drift_hours - 1:]
-    assert all(b <= a - 0.5 or b == 0.0 for a, b in zip(after, after[1:]))
-    assert fired == [total > 8 for total in sums], "a ticket exactly while the sum is above h"
-    assert not fired[-1] and key not in state["cusum"]
+    assert first == 5 and sums[first - 1] <= 8
+    # ... and from then on it is clamped at h: it holds what the alarm needed, not the whole drift.
+    assert all(fired[first:drift_hours]) and all(total == 8 for total in sums[first:drift_hours])
+    # Back to normal, the sum falls by at least k an hour; the ticket clears at h / 2, and the sum starts afresh.
+    cleared = fired.index(False, first)
+    assert drift_hours < cleared <= drift_hours + 8 and sums[cleared] == 0.0
+    assert not any(fired[cleared:]), "the episode that alerted and cleared never re-opens"
+    assert key not in state["cusum"] and key not in state["cusum_alarms"]
+
+
+def test_cusum_after_a_long_incident_clears_within_hours_and_does_not_reopen(db: tuple[Store, int]) -> None:
+    store, pid = db
+    incident_hours, after_hours = 12, 48
+    with buckets(store, pid) as b:
+        baseline(b)
+        # 30 failures an hour for 12 hours (x = -7.5 an hour), then the baseline's 6 again.
+        baseline(b, failures=30, hours=incident_hours, end=D + incident_hours * HOUR)
+        baseline(b, hours=after_hours, end=D + (incident_hours + after_hours) * HOUR)
+    detector, state = DriftDetector(DriftConfig()), {}
+    key = key_of(rule="cusum")
+    fired = [bool(cusum(store, pid, D + hour * HOUR, detector, state))
+             for hour in range(1, incident_hours + after_hours + 1)]
+    first = fired.index(True)
+    cleared = fired.index(False, first)
+    # Unclamped, the sum would have reached 12 x 7 = 84 and taken over a day (at k = 0.5 an hour, more with the
+    # incident in the baseline) to fall below h again; clamped, the ticket clears within h / 2 / k = 8 hours.
+    assert first < 2 and incident_hours < cleared <= incident_hours + 8, fired
+    assert not any(fired[cleared:]), fired
+    assert key not in state["cusum"]
+
+
+def test_cusum_starts_afresh_while_the_z_rule_pages_the_series(db: tuple[Store, int]) -> None:
+    store, pid = db
+    with buckets(store, pid) as b:
+        baseline(b)
+        baseline(b, failures=30, hours=12, end=D + 12 * HOUR)
+        baseline(b, hours=12, end=D + 24 * HOUR)
+    detector, state = DriftDetector(DriftConfig()), {}
+    key = key_of(rule="cusum")
+    paged = frozenset({(SVC, "1.0", V)})
+    for hour in range(1, 13):  # the incident, paged by the z rule all along: it has the episode
+        assert cusum(store, pid, D + hour * HOUR, detector, state, paged=paged) == []
+        assert key not in state["cusum"] and key not in state["cusum_alarms"]
+    # The page resolved with the incident: nothing of it is carried forward into a ticket.
+    assert not any(cusum(store, pid, D + hour * HOUR, detector, state) for hour in range(13, 25))
+    # Another series' page does not reset this one.
+    other = frozenset({(SVC, "2.0", V)})
+    state = {}
+    assert any(cusum(store, pid, D + hour * HOUR, detector, state, paged=other) for hour in range(1, 13))
+
+
+def test_an_alarmed_cusum_keeps_its_ticket_through_an_hour_it_cannot_judge(db: tuple[Store, int]) -> None:
+    store, pid = db
+    with buckets(store, pid) as b:
+        baseline(b)
+        baseline(b, failures=30, hours=3, end=D + 3 * HOUR)
+        put(b, D + 3 * HOUR + 30 * MIN, 5, 3)  # 5 sessions in the 4th hour: fewer than min_n
+        baseline(b, failures=30, hours=1, end=D + 5 * HOUR)
+    detector, state = DriftDetector(DriftConfig()), {}
+    key = key_of(rule="cusum")
+    assert [bool(cusum(store, pid, D + hour * HOUR, detector, state)) for hour in (1, 2, 3)] == [True, True, True]
+    found, kept = cusum_kept(store, pid, D + 4 * HOUR, detector, state)
+    assert found == [] and kept == {key}, "left as it is, neither resolved nor updated"
+    found, kept = cusum_kept(store, pid, D + 5 * HOUR, detector, state)
+    assert [c.dedup_key for c in found] == [key] and kept == set()
 
 
 def test_cusum_skips_cold_services(db: tuple[Store, int]) -> None:

@@ -282,3 +282,85 @@ def test_seven_steady_days_fire_no_alert(prefixes: Prefixes, judge: FakeJudgeSer
                       for a in alerts)
     assert not alerts, f"steady traffic fired:\n{fired}"
     assert clusters, "the miner saw the steady tool errors"
+
+
+# -- a week with one incident that ends: alerts stop when the incident stops ---------------------------------------
+
+#: The incidents of the week-long replays last 12 hours (10:00 to 22:00 on day 3), then the traffic is steady again.
+INCIDENT_HOURS = 12
+INCIDENT_END = INCIDENT + INCIDENT_HOURS * HOUR
+
+
+def run_week(prefixes: Prefixes, judge: FakeJudgeServer, tmp_path: Path, seed: int, incidents: list[Any]
+             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Seven days with the incidents; answers the alerts and the notifications the log notifier was sent."""
+    url = prefixes.copy("sqlite", seed, tmp_path)
+    with Replay(url, judge) as replay:
+        replay.send(seed, PREFIX_END, START + 7 * DAY, incidents)
+        replay.flush()
+        return replay.alerts(), replay.notifications()
+
+
+def episodes(alerts: list[dict[str, Any]], notifications: list[dict[str, Any]]) -> str:
+    """The alerts of the week as a table: one line per alert, with its times, and the count per rule."""
+    sent = {n["alert_id"] for n in notifications if n["event"] == "trigger"}
+    lines = []
+    counts: dict[tuple[str, str, str], int] = {}
+    for a in alerts:
+        key = (a["kind"], a["rule"], a["dimension"])
+        counts[key] = counts.get(key, 0) + 1
+        lines.append(f'{a["kind"]:12} {a["rule"]:22} {a["dimension"]:24} {a["severity"]:6} '
+                     f'{a["started_at"][:16]} -> {(a["resolved_at"] or "firing")[:16]} '
+                     f'{"notified" if a["id"] in sent else "not notified"} {a["labels"]} {a["summary"][:90]}')
+    lines += [f"{count} x {kind} {rule} {dimension}" for (kind, rule, dimension), count in sorted(counts.items())]
+    lines.append(f"{len(alerts)} alerts, {len(sent)} notified")
+    return "\n".join(lines)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("seed1")
+def test_a_twelve_hour_tool_failure_alerts_once_and_stops_when_it_ends(prefixes: Prefixes, judge: FakeJudgeServer,
+                                                                      tmp_path: Path) -> None:
+    incident = NewToolError(INCIDENT, end_ns=INCIDENT_END)
+    alerts, notifications = run_week(prefixes, judge, tmp_path, 1, [incident])
+    print("\n" + episodes(alerts, notifications))
+    quiet_before(alerts)
+    # Caught in time: the new failure and the drop of the tool_use pass rate.
+    assert delay_min(first(alerts, "new_cluster", rule="novel")) <= 15
+    assert delay_min(first(alerts, "drift", dimension="tool_use", rule="z")) <= 60
+    # Nothing opens once the traffic is steady again (an hour for the last window to slide past the end) ...
+    late = [a for a in alerts if rfc3339_ns(a["started_at"]) > INCIDENT_END + HOUR]
+    assert not late, episodes(late, notifications)
+    # ... every alert resolves within 9 hours of the end (a slow-drift ticket clears after h / 2 / k = 8 hours
+    # of steady traffic at the most), and no condition is notified twice.
+    stops_with_the_incident(alerts, notifications)
+
+
+def stops_with_the_incident(alerts: list[dict[str, Any]], notifications: list[dict[str, Any]]) -> None:
+    lingering = [a for a in alerts if a["state"] != "resolved" or rfc3339_ns(a["resolved_at"]) > INCIDENT_END + 9 * HOUR]
+    assert not lingering, episodes(lingering, notifications)
+    # No condition is notified twice, and an alert that was not notified is linked to the one that led its episode.
+    sent = {n["alert_id"] for n in notifications if n["event"] == "trigger"}
+    keys = [a["dedup_key"] for a in alerts if a["id"] in sent]
+    assert len(keys) == len(set(keys)), episodes(alerts, notifications)
+    ids = {a["id"] for a in alerts}
+    unlinked = [a for a in alerts if a["id"] not in sent and a["figures"].get("inhibited_by") not in ids]
+    assert not unlinked, episodes(unlinked, notifications)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("seed2")
+def test_a_faithfulness_drop_of_a_new_version_pages_its_drift_without_cluster_noise(
+        prefixes: Prefixes, judge: FakeJudgeServer, tmp_path: Path) -> None:
+    incident = NewAgentVersion(INCIDENT, end_ns=INCIDENT_END)  # rolled back after 12 hours
+    alerts, notifications = run_week(prefixes, judge, tmp_path, 2, [incident])
+    print("\n" + episodes(alerts, notifications))
+    quiet_before(alerts)
+    drift = first(alerts, "drift", dimension="faithfulness", rule="z")
+    assert drift["labels"]["agent_version"] == "1.1.0" and delay_min(drift) <= 120
+    # A count of supported claims is not a failure message: no cluster repeats the drift, none flaps.
+    assert not [a for a in alerts if a["kind"] == "new_cluster" and a["evaluator"] == "faithfulness"], \
+        episodes(alerts, notifications)
+    late = [a for a in alerts if rfc3339_ns(a["started_at"]) > INCIDENT_END + HOUR]
+    assert not late, episodes(late, notifications)
+    stops_with_the_incident(alerts, notifications)

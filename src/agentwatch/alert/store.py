@@ -108,11 +108,18 @@ def silence_dict(row: Mapping[str, Any], now: datetime) -> dict[str, Any]:
 
 def reconcile(conn: Connection, project_id: int, tick_ns: int, candidates: Iterable[Candidate],
               checked_rules: set[tuple[str, str]], *, keep_keys: Iterable[str] = frozenset(),
+              keep_firing_ns: Mapping[str, int] | None = None, held: dict[str, int] | None = None,
               public_url: str | None, now: datetime) -> list[AlertEvent]:
     """Open, update and resolve the project's alerts for the conditions holding at ``tick_ns``.
 
+    ``keep_firing_ns`` (by kind) keeps an alert of that kind firing for so long after its condition last
+    held, so that a condition that stops and holds again within it stays one alert; ``held`` (the
+    monitor's state: dedup key -> the last tick the condition held) is where that is remembered.
     Answers the alerts opened and resolved (updates are not events).
     """
+    keep_for = dict(keep_firing_ns or {})
+    if held is None:
+        held = {}
     a = m.alerts.c
     firing: dict[str, dict[str, Any]] = {}
     duplicates: list[dict[str, Any]] = []
@@ -133,8 +140,16 @@ def reconcile(conn: Connection, project_id: int, tick_ns: int, candidates: Itera
             merged[key] = candidate
     silences = active_silences(conn, project_id, now)
     events: list[AlertEvent] = []
-    for key, c in merged.items():
+    holding = set(merged) | set(keep_keys)
+    # Leaders first, so that a follower of the same episode finds the alert this very tick opened.
+    for key, c in sorted(merged.items(), key=lambda item: (item[1].kind, item[1].rule) in FOLLOWERS):
+        if c.kind in keep_for:
+            held[key] = tick_ns
         existing = firing.get(key)
+        episode = _episode(c, existing, firing, holding)
+        if episode is not None:
+            c = replace(c, figures={**c.figures, "inhibited_by": episode},
+                        summary=f"{c.summary} (part of the episode of alert {episode})")
         if existing is not None:
             values = {
                 "summary": c.summary,
@@ -165,8 +180,12 @@ def reconcile(conn: Connection, project_id: int, tick_ns: int, candidates: Itera
         until = [s["expires_at"] for s in silences if silence_matches(s["matchers"], row)]
         row["silenced_until"] = max(until) if until else None
         row["id"] = _inserted_id(conn.execute(insert(m.alerts).values(**row)))
+        firing[key] = row
         events.append(AlertEvent("trigger", alert_dict(row, public_url)))
     keep = set(keep_keys) | set(merged)
+    # Hysteresis: a condition that stopped holding less than keep_firing_for ago keeps its alert firing.
+    keep |= {key for key, row in firing.items()
+             if row["kind"] in keep_for and tick_ns - held.get(key, int(row["started_ns"])) < keep_for[row["kind"]]}
     ending = duplicates + [row for key, row in firing.items()
                            if key not in keep and (row["kind"], row["rule"]) in checked_rules]
     for row in ending:
@@ -174,7 +193,46 @@ def reconcile(conn: Connection, project_id: int, tick_ns: int, candidates: Itera
         conn.execute(update(m.alerts).where(a.id == row["id"]).values(**values))
         row.update(values)
         events.append(AlertEvent("resolve", alert_dict(row, public_url)))
+    still = {key for key, row in firing.items() if row["state"] == "firing"}
+    for key in [k for k in held if k not in still]:
+        del held[key]
     return events
+
+
+#: Alerts that follow an episode another alert of the same evaluator leads, and the (kind, rule) of the leaders:
+#: a surge of an evaluator's failure reasons, and a slow-drift ticket, while its drift or SLO burn pages.
+FOLLOWERS: dict[tuple[str, str], tuple[tuple[str, str | None], ...]] = {
+    ("new_cluster", "surge"): (("drift", None), ("burn_rate", None)),
+    ("drift", "cusum"): (("drift", "z"), ("burn_rate", None)),
+}
+
+
+def _leads(row: Mapping[str, Any], follower: Candidate) -> bool:
+    """Whether a firing alert leads the follower's episode: a leader kind, the same evaluator, and the same
+    service (and agent version for a slow drift) where the leader is narrowed by them."""
+    if row["evaluator"] != follower.evaluator or not any(
+            row["kind"] == kind and rule in (None, row["rule"]) for kind, rule in
+            FOLLOWERS[(follower.kind, follower.rule)]):
+        return False
+    if (row["kind"], row["rule"]) == (follower.kind, follower.rule):
+        return False
+    labels = row["labels"] or {}
+    names = ("service", "agent_version") if follower.kind == "drift" else ("service",)
+    return all(not labels.get(name) or not follower.labels.get(name) or labels[name] == follower.labels[name]
+               for name in names)
+
+
+def _episode(candidate: Candidate, existing: Mapping[str, Any] | None, firing: Mapping[str, Mapping[str, Any]],
+             holding: set[str]) -> int | None:
+    """The id of the firing alert (a drift or burn-rate page of the same evaluator) whose episode a follower
+    (a surge of that evaluator's failure reasons, a slow-drift ticket) is part of; once linked, it stays."""
+    if (candidate.kind, candidate.rule) not in FOLLOWERS or not candidate.evaluator:
+        return None
+    linked = ((existing or {}).get("figures") or {}).get("inhibited_by")
+    if isinstance(linked, int):
+        return linked
+    found = [int(row["id"]) for key, row in firing.items() if key in holding and _leads(row, candidate)]
+    return min(found) if found else None
 
 
 def _inserted_id(result: Any) -> int:
@@ -355,7 +413,12 @@ def list_silences(conn: Connection, project_id: int, active_only: bool = True, *
 
 def inhibitor(conn: Connection, project_id: int, alert: Mapping[str, Any]) -> int | None:
     """The id of a firing alert that mutes this one, if any: a calibration or evaluator-errors alert mutes
-    the drift and burn-rate alerts of its evaluator, a no-data alert of an evaluator its drift alerts."""
+    the drift and burn-rate alerts of its evaluator, a no-data alert of an evaluator its drift alerts.
+    A follower linked to an episode (``figures.inhibited_by``) is muted by it for good: the leader's
+    notifications speak for the episode, before and after it resolves."""
+    linked = (alert.get("figures") or {}).get("inhibited_by")
+    if (alert["kind"], alert["rule"]) in FOLLOWERS and isinstance(linked, int):
+        return linked
     if not alert["evaluator"] or alert["kind"] not in ("drift", "burn_rate"):
         return None
     sources = ("calibration", "evaluator_errors", "no_data") if alert["kind"] == "drift" else (

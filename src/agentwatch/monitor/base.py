@@ -102,6 +102,19 @@ def _names(section: Mapping[str, Any], key: str, where: str, dotted: str) -> tup
     return tuple(value)
 
 
+def _kinds(section: Mapping[str, Any], key: str, default: tuple[str, ...], where: str, dotted: str
+           ) -> tuple[str, ...]:
+    if key not in section:
+        return default
+    value = section[key]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v in REASON_KINDS for v in value):
+        raise ConfigError(f"{where}, line {config_line(section, key)}, key {dotted}.{key}: expected a list of "
+                          f"evaluator kinds among {', '.join(REASON_KINDS)}, got {value!r}")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class DriftConfig:
     window_s: float = 3600.0
@@ -139,6 +152,15 @@ class ClusterConfig:
     surge_min_count: float = 10.0
     similarity: float = 0.5
     warmup_s: float = 86400.0
+    #: A cluster alert keeps firing this long after its condition last held (hysteresis: one alert, not a flap).
+    keep_firing_for_s: float = 3600.0
+    #: The evaluator kinds whose failing reasons are failure messages, and mined (the others' reasons explain
+    #: a score: a count of supported claims, a judge's opinion; drift watches those scores).
+    reason_kinds: tuple[str, ...] = ("rule", "python")
+
+
+#: Evaluator kinds (as the catalogue knows them) that ``alerts.clusters.reason_kinds`` may name.
+REASON_KINDS = ("rule", "python", "llm", "faithfulness", "external")
 
 
 @dataclass(frozen=True)
@@ -223,8 +245,7 @@ class MonitorConfig:
             min_baseline_n=_number(d, "min_baseline_n", 200.0, where, w),
             statistic=_choice(d, "statistic", ("auto", "mean", "pass_rate"), where, w))
         c = sub("clusters", {"window", "baseline", "min_count", "min_sessions", "min_users", "surge_p",
-                             "surge_min_count", "similarity",
-                             "warmup"})
+                             "surge_min_count", "similarity", "warmup", "keep_firing_for", "reason_kinds"})
         w = "alerts.clusters"
         clusters = ClusterConfig(
             window_s=_duration(c, "window", 3600.0, where, w),
@@ -235,7 +256,9 @@ class MonitorConfig:
             surge_p=_number(c, "surge_p", 1e-4, where, w, high=1),
             surge_min_count=_number(c, "surge_min_count", 10.0, where, w, low=1),
             similarity=_number(c, "similarity", 0.5, where, w, low=0.01, high=1),
-            warmup_s=_duration(c, "warmup", 86400.0, where, w))
+            warmup_s=_duration(c, "warmup", 86400.0, where, w),
+            keep_firing_for_s=_duration(c, "keep_firing_for", 3600.0, where, w),
+            reason_kinds=_kinds(c, "reason_kinds", ("rule", "python"), where, w))
         r = sub("rare_events", {"window"})
         rare = RareEventConfig(window_s=_duration(r, "window", 3600.0, where, "alerts.rare_events"))
         k = sub("calibration", {"floor", "min_labels", "window"})

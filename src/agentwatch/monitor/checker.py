@@ -70,6 +70,8 @@ class Monitor:
         self.slow_ns = int(config.check_interval_s * _NS)
         self.drift = DriftDetector(config.drift)
         self.miner = clusters.Miner(config.clusters)
+        #: Hysteresis by kind: an alert keeps firing this long after its condition last held.
+        self.keep_firing_ns = {"new_cluster": int(config.clusters.keep_firing_for_s * _NS)}
         self._lock = threading.Lock()
         #: Per project, (newest label id, tick) of the last calibration pass for late labels.
         self._labels_seen: dict[int, tuple[int, int]] = {}
@@ -152,10 +154,13 @@ class Monitor:
         state.setdefault("since", tick - self.interval_ns)
         drift_warm = self._warm(conn, project_id, tick, state, cfg.drift.warmup_s)
         cluster_warm = {s for s, t in state["first_seen"].items() if tick - t >= int(cfg.clusters.warmup_s * _NS)}
-        self.miner.mine(conn, project_id, tick - self.interval_ns, tick, cluster_warm)
+        reasons = clusters.ReasonSources.of(self.catalogue.specs, cfg.clusters.reason_kinds)
+        self.miner.mine(conn, project_id, tick - self.interval_ns, tick, cluster_warm, reasons)
 
         candidates: list[Candidate] = []
         checked: set[tuple[str, str]] = set()
+        #: Dedup keys of firing alerts a check could not judge at this tick (left as they are).
+        keep: set[str] = set()
         firing = self._firing(conn, project_id)
         # Every fast tick: what must page within minutes.
         slow = tick % self.slow_ns == 0
@@ -178,7 +183,11 @@ class Monitor:
             checked.add(("drift", "z"))
             if tick % HOUR_NS == 0:
                 for spec in specs:
-                    candidates += self.drift.cusum(conn, project_id, tick, spec, state, drift_warm)
+                    paged = frozenset((c.labels["service"], c.labels["agent_version"], c.evaluator_version)
+                                      for c in candidates if (c.kind, c.rule, c.evaluator) == ("drift", "z", spec.name))
+                    found_cusum, kept = self.drift.cusum(conn, project_id, tick, spec, state, drift_warm, paged)
+                    candidates += found_cusum
+                    keep |= kept
                 checked.add(("drift", "cusum"))
             if self.slos:
                 found_slo, checked_slo = slo.check(conn, project_id, tick, self.slos, self.catalogue,
@@ -191,7 +200,7 @@ class Monitor:
             checked.add(("calibration", "agreement"))
             candidates += events.no_data(conn, project_id, tick, cfg, state.get("since"), state["first_seen"])
             checked |= {("no_data", "service"), ("no_data", "evaluator")}
-        self._reconcile(conn, project_id, tick, candidates, checked, firing)
+        self._reconcile(conn, project_id, tick, candidates, checked, firing, keep=keep, state=state)
 
     def _firing(self, conn: Connection, project_id: int) -> list[Firing]:
         a = m.alerts.c
@@ -199,7 +208,8 @@ class Monitor:
             select(a.kind, a.rule, a.dedup_key, a.evaluator).where(a.project_id == project_id, a.state == "firing"))]
 
     def _reconcile(self, conn: Connection, project_id: int, tick: int, candidates: list[Candidate],
-                   checked: set[tuple[str, str]], firing: list[Firing]) -> None:
+                   checked: set[tuple[str, str]], firing: list[Firing], *, keep: set[str] | None = None,
+                   state: dict[str, Any] | None = None) -> None:
         # Inhibitors: those holding now, and firing ones whose rule was not checked at this tick (one that was
         # checked and no longer holds is resolved by this very reconcile).
         inhibitors = {c.evaluator for c in candidates if c.kind in INHIBITING and c.evaluator}
@@ -207,11 +217,13 @@ class Monitor:
                        if f.kind in INHIBITING and f.evaluator and (f.kind, f.rule) not in checked}
         kept = [c for c in candidates if not (c.kind in INHIBITED and c.evaluator in inhibitors)]
         # Muted alerts that already fire stay as they are: neither updated nor resolved.
-        keep_keys = {f.key for f in firing if f.kind in INHIBITED and f.evaluator in inhibitors}
+        keep_keys = {f.key for f in firing if f.kind in INHIBITED and f.evaluator in inhibitors} | (keep or set())
         for candidate in kept:
             if not candidate.session_ids and candidate.kind == "drift":
                 candidate.session_ids, candidate.trace_ids = self._examples(conn, project_id, tick, candidate)
+        held: dict[str, int] | None = None if state is None else state.setdefault("held", {})
         alert_events = alert_store.reconcile(conn, project_id, tick, kept, checked, keep_keys=keep_keys,
+                                             keep_firing_ns=self.keep_firing_ns, held=held,
                                              public_url=self.public_url, now=utcnow())
         for event in alert_events:
             alert = event.alert

@@ -1,9 +1,14 @@
 """New failure clusters: templates mined from failures, and the checks on their counts (methods.md §4).
 
-At each tick the monitor feeds the miner, in event-time order, the failures
-of the tick's interval: failed tool spans (``tool_error``), other failed
-spans (``span_error``), failed guardrail spans (``guardrail``) and the
-reasons of failing evaluator scores (``evaluator``). Each occurrence is a
+At each tick the monitor feeds the miner, in event-time order, the failure
+messages of the tick's interval: failed tool spans (``tool_error``), other
+failed spans (``span_error``), failed guardrail spans (``guardrail``) and
+the reasons of failing scores of evaluators whose reasons name a failure
+(``evaluator``: by default rule and Python evaluators, ``reason_kinds``).
+A faithfulness score's reason is a count of supported claims, and a judge's
+is its opinion: they explain a score, whose drop drift already watches, so
+mining them would repeat the drift alert. Of a mined reason, the first
+clause that is not a tally is the message ("3/4 claims supported" never is). Each occurrence is a
 row of ``template_hits``; each template a row of ``failure_templates`` with
 its first-seen time, so the miner is rebuilt from the table after a restart.
 
@@ -22,8 +27,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, func, insert, or_, select, update
 
+from agentwatch.evaluate.catalogue import EXTERNAL_PREFIX
 from agentwatch.monitor.base import MAX_EXAMPLES, Candidate, ClusterConfig
 from agentwatch.monitor.drain import Drain
 from agentwatch.monitor.rollups import SESSION_DIMENSION, totals
@@ -35,8 +41,11 @@ _NS = 1_000_000_000
 #: Novel for this long after it is first seen (then it is a known template that can surge).
 NOVELTY_NS = 86400 * _NS
 _SPACE = re.compile(r"\s+")
-#: Where a reason's lead clause ends: a semicolon or a line break.
+#: Where a reason's clause ends: a semicolon or a line break.
 _LEAD = re.compile(r"\s*(?:;|\n)\s*")
+#: A clause that is a tally, not a failure: it starts with a count or a ratio ("3/4 claims supported",
+#: "2 of 5 steps done", "3 failed tool call(s)").
+_TALLY = re.compile(r"^[\d.,]+(?:\s*(?:/|of|out of)\s*[\d.,]+)?(?:\s|%|$)", re.IGNORECASE)
 #: Prefix-tree depth: the source and subject take two levels, so the message's first token routes too.
 DEPTH = 5
 #: Longest message mined (error texts can be long; their head carries the template).
@@ -64,9 +73,27 @@ def _prefix(source: str, subject: str) -> str:
     return "s" + "".join(chr(ord("a") + b % 26) for b in digest)
 
 
-def lead(reason: str) -> str:
-    """An evaluator reason's lead clause: what failed, without the list of every instance that follows."""
-    return _LEAD.split(reason.strip(), maxsplit=1)[0].strip() or reason.strip()
+def lead(reason: str) -> str | None:
+    """The clause of an evaluator's reason that names what failed: its first clause that is not a tally,
+    without the list of every further instance. None when every clause is a count (nothing to mine)."""
+    for clause in _LEAD.split(reason.strip()):
+        clause = clause.strip()
+        if clause and not _TALLY.match(clause):
+            return clause
+    return None
+
+
+@dataclass(frozen=True)
+class ReasonSources:
+    """The evaluators whose failing scores' reasons are mined (``alerts.clusters.reason_kinds``)."""
+
+    evaluators: frozenset[str] = frozenset()
+    #: Scores sent over OTLP by the agent's own evaluators (``external:`` names, declared or not).
+    external: bool = False
+
+    @classmethod
+    def of(cls, specs: Any, kinds: tuple[str, ...]) -> ReasonSources:
+        return cls(frozenset(s.name for s in specs if s.kind in kinds), "external" in kinds)
 
 
 def first_trace(project_id: Any, session_id: Any) -> Any:
@@ -76,8 +103,11 @@ def first_trace(project_id: Any, session_id: Any) -> Any:
             .scalar_subquery())
 
 
-def occurrences(conn: Connection, project_id: int, since_ns: int, until_ns: int) -> list[Occurrence]:
-    """The failures of [since, until) in a fixed order (event time, then identity)."""
+def occurrences(conn: Connection, project_id: int, since_ns: int, until_ns: int,
+                reasons: ReasonSources | None = None) -> list[Occurrence]:
+    """The failures of [since, until) in a fixed order (event time, then identity): failed spans, and the
+    failing scores of the evaluators ``reasons`` names (every evaluator when it is None) whose reason
+    names a failure."""
     sp, se = m.spans.c, m.sessions.c
     # The session's user and service: a tool span rarely carries the user itself.
     rows = conn.execute(
@@ -97,15 +127,27 @@ def occurrences(conn: Connection, project_id: int, since_ns: int, until_ns: int)
         out.append(Occurrence(int(end_ns), source, subject or "", text[:_MAX_MESSAGE], session_id, trace_id, user_id,
                               service, 1.0, f"{trace_id}{span_id}"))
     sc = m.scores.c
+    where = [sc.project_id == project_id, sc.passed.is_(False), sc.shadow.is_(False), sc.status == "ok",
+             sc.event_time_ns >= since_ns, sc.event_time_ns < until_ns]
+    if reasons is not None:
+        if not reasons.evaluators and not reasons.external:
+            out.sort(key=lambda o: (o.event_ns, o.source, o.order))
+            return out
+        chosen: ColumnElement[bool] = sc.evaluator.in_(sorted(reasons.evaluators))
+        if reasons.external:
+            chosen = or_(chosen, sc.evaluator.startswith(EXTERNAL_PREFIX, autoescape=True))
+        where.append(chosen)
     rows = conn.execute(
         select(sc.event_time_ns, sc.evaluator, sc.reason, sc.session_id, sc.inclusion_probability, sc.id,
                se.user_id, se.service, first_trace(sc.project_id, sc.session_id))
         .select_from(m.scores.join(m.sessions, (se.project_id == sc.project_id) & (se.session_id == sc.session_id)))
-        .where(sc.project_id == project_id, sc.passed.is_(False), sc.shadow.is_(False), sc.status == "ok",
-               sc.event_time_ns >= since_ns, sc.event_time_ns < until_ns))
+        .where(*where))
     for score_row in rows:
         event_ns, evaluator, reason, session_id, probability, score_id, user_id, service, trace_id = tuple(score_row)
-        text = lead(reason or "failed")[:_MAX_MESSAGE]
+        clause = lead(reason or "failed")
+        if clause is None:
+            continue  # a count of what passed and failed names no failure: the score's drift is watched
+        text = clause[:_MAX_MESSAGE]
         out.append(Occurrence(int(event_ns), "evaluator", evaluator, text, session_id, trace_id, user_id, service,
                               1.0 / max(float(probability), 1e-9), f"score{score_id:020d}"))
     out.sort(key=lambda o: (o.event_ns, o.source, o.order))
@@ -138,9 +180,10 @@ class Miner:
         self._drains.clear()
         self._ids.clear()
 
-    def mine(self, conn: Connection, project_id: int, since_ns: int, until_ns: int, warm: set[str]) -> int:
+    def mine(self, conn: Connection, project_id: int, since_ns: int, until_ns: int, warm: set[str],
+             reasons: ReasonSources | None = None) -> int:
         """Mine the failures of [since, until); answers how many occurrences were recorded."""
-        found = occurrences(conn, project_id, since_ns, until_ns)
+        found = occurrences(conn, project_id, since_ns, until_ns, reasons)
         if not found:
             return 0
         drain = self._drain(conn, project_id)

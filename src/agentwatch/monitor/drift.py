@@ -12,7 +12,9 @@ factor phi measured on the baseline's hours. The alert fires when
 z < -N with at least ``min_n`` sessions in the window, a drop of at least
 ``min_effect`` and the condition held for ``for``; it stays firing while
 z < -N/2. Hourly, a one-sided CUSUM of the standardized hourly means of the
-pooled series catches slow drifts at ticket severity.
+pooled series catches slow drifts at ticket severity; it is clamped once it
+alarms, reset when its ticket clears, and reset while a ``z`` page of the
+series fires, so an episode that was alerted is never carried forward.
 """
 
 from __future__ import annotations
@@ -256,40 +258,81 @@ class DriftDetector:
         return out, groups
 
     def cusum(self, conn: Connection, project_id: int, tick_ns: int, spec: Any, state: dict[str, Any],
-              warm: set[str]) -> list[Candidate]:
-        """At an hour boundary: feed the last hour's standardized mean of each pooled series to its CUSUM."""
+              warm: set[str], paged: frozenset[tuple[str, str, str]] = frozenset()
+              ) -> tuple[list[Candidate], set[str]]:
+        """At an hour boundary: feed the last hour's standardized mean of each pooled series to its CUSUM.
+
+        Answers the tickets that hold and the dedup keys of alarmed series that could not be judged this
+        hour (too few sessions, no baseline): their tickets stay as they are. ``paged``: the (service,
+        agent version, evaluator version) series whose ``z`` page fires; the page has that episode, so the
+        sum starts afresh instead of carrying it forward.
+
+        The sum S = max(0, S - x - k) alarms above h. Once alarmed it is clamped at h, so it holds as much
+        of the episode as the alarm needed and no more; the ticket stays while S > h / 2 and resolves
+        below, and then S is reset to 0. A long incident therefore cannot leave behind a sum that takes
+        days to decay, re-opening a ticket after the series is back within its baseline.
+        """
         cfg = self.config
         hour_start = tick_ns - HOUR_NS
         groups = rollups.series_totals(conn, project_id, spec.name, since_ns=hour_start, until_ns=tick_ns)
         pooled = _pool(groups, by_intent=False)
         stat = statistic(spec, cfg.statistic)
         sums: dict[str, float] = state.setdefault("cusum", {})
+        #: Dedup keys of the series whose ticket fires (the sum passed h and has not fallen to h / 2 since).
+        alarms: dict[str, bool] = state.setdefault("cusum_alarms", {})
         sign = 1.0 if stat == "pass_rate" or spec.direction == "higher_is_better" else -1.0
         out: list[Candidate] = []
+        kept: set[str] = set()
+        seen: set[str] = set()
         for (service, agent_version, _, ev), window in sorted(pooled.items()):
-            if service not in warm or scored(window) < cfg.min_n or not window.weighted_count:
-                continue
-            base, _ = self.baseline(conn, project_id, spec.name, hour_start, stat, (service, "", ev), agent_version)
-            if base is None or base.n < cfg.min_baseline_n or base.variance <= 0:
-                continue
-            mean = mean_of(window, stat)
-            x = sign * (mean - base.mean) / math.sqrt(base.variance * base.phi / scored(window))
             candidate = Candidate(
                 kind="drift", rule="cusum", severity="ticket", dimension=spec.name, evaluator=spec.name,
                 evaluator_version=ev, labels={"service": service, "agent_version": agent_version},
                 owner=spec.owner, summary="")
             key = candidate.dedup_key
+            seen.add(key)
+            if (service, agent_version, ev) in paged:
+                sums.pop(key, None)
+                alarms.pop(key, None)
+                continue
+            if service not in warm or scored(window) < cfg.min_n or not window.weighted_count:
+                if key in alarms:
+                    kept.add(key)
+                continue
+            base, _ = self.baseline(conn, project_id, spec.name, hour_start, stat, (service, "", ev), agent_version)
+            if base is None or base.n < cfg.min_baseline_n or base.variance <= 0:
+                if key in alarms:
+                    kept.add(key)
+                continue
+            mean = mean_of(window, stat)
+            x = sign * (mean - base.mean) / math.sqrt(base.variance * base.phi / scored(window))
             total = max(0.0, sums.get(key, 0.0) - x - cfg.cusum_k)
+            alarmed = key in alarms
+            if not alarmed and total > cfg.cusum_h:
+                alarmed = alarms[key] = True
+            elif alarmed and total <= cfg.cusum_h / 2:
+                # Back within its baseline: the episode is over, and the next one starts from nothing.
+                alarmed = False
+                del alarms[key]
+                total = 0.0
+            if alarmed:
+                total = min(total, cfg.cusum_h)
             if total > 0:
                 sums[key] = total
             else:
                 sums.pop(key, None)
-            if total > cfg.cusum_h:
+            if alarmed:
                 candidate.summary = (
                     f"{spec.name}@{ev[:8]} drifting down slowly for {service} {agent_version}: CUSUM {total:.1f} "
-                    f"> {cfg.cusum_h:g} (last hour mean {mean:.3f} vs baseline {base.mean:.3f})")
+                    f"(alarm above {cfg.cusum_h:g}, clears at {cfg.cusum_h / 2:g}; last hour mean {mean:.3f} vs "
+                    f"baseline {base.mean:.3f})")
                 candidate.figures = {"observed": round(mean, 6), "baseline": round(base.mean, 6),
                                      "cusum": round(total, 3), "h": cfg.cusum_h, "k": cfg.cusum_k,
-                                     "n": scored(window), "phi": round(base.phi, 3)}
+                                     "x": round(x, 3), "n": scored(window), "phi": round(base.phi, 3)}
                 out.append(candidate)
-        return out
+        # A series with no session in the hour (a version rolled back, a service gone) ends its episode.
+        mine = f"drift:cusum:{spec.name}:"
+        for gone in [k for k in (*sums, *alarms) if k.startswith(mine) and k not in seen]:
+            sums.pop(gone, None)
+            alarms.pop(gone, None)
+        return out, kept
