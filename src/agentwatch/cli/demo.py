@@ -50,7 +50,7 @@ def _fresh_sqlite(database_url: str) -> None:
 @click.command("demo")
 @click.option("--scenario", default="showcase", show_default=True, type=click.Choice(list(SCENARIOS)),
               help="Which incidents to switch on (docs/demo.md describes each).")
-@click.option("--days", default=2.0, show_default=True, type=click.FloatRange(min=0.5),
+@click.option("--days", default=2.0, show_default=True, type=click.FloatRange(min=0.05),
               help="Days of history sent at once before live traffic.")
 @click.option("--rate", default=60.0, show_default=True, type=click.FloatRange(min=1),
               help="Mean sessions per hour (the daily cycle runs from 0.3x at night to 1.6x at peak).")
