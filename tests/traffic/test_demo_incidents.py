@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,38 @@ def test_every_scenario_makes_its_incidents_before_now() -> None:
         assert len(incidents) == len(scenario.incidents)
         assert all(now - 6 * HOUR <= i.start_ns < now for i in incidents)
         assert bool(scenario.expected) == bool(incidents), scenario.name
+
+
+def test_the_example_judges_score_against_an_endpoint_when_one_is_configured(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``requires_env`` loads them only with ``AGENTWATCH_JUDGE_BASE_URL``; then they ask that endpoint."""
+    from agentwatch.testing_judge import FakeJudgeServer, Reply
+
+    session = next(iter(Generator(6, START, 120).sessions(count=1)))
+    with FakeJudgeServer(default=Reply.verdict(0.25, "the refund was not confirmed")) as server:
+        monkeypatch.setenv("AGENTWATCH_JUDGE_BASE_URL", server.base_url)
+        catalogue = load_catalogue(load_settings(EXAMPLE).sections, str(EXAMPLE))
+        judges = {spec.name: build(spec) for spec in catalogue.specs if spec.kind == "llm"}
+        assert set(judges) == {"goal_completion_judge", "tone_judge"}
+        results = {name: score(judge, view_of(session)) for name, judge in judges.items()}
+        assert all(r.status == "ok" and r.score == 0.25 for r in results.values()), results
+        prompts = [r.json["messages"][-1]["content"] for r in server.requests]
+        assert len(prompts) == 2 and any("Rate the tone" in p for p in prompts)
+    monkeypatch.delenv("AGENTWATCH_JUDGE_BASE_URL")
+    assert not [s for s in load_catalogue(load_settings(EXAMPLE).sections, str(EXAMPLE)).specs if s.kind == "llm"]
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("not a name", "key evaluators[0].requires_env: expected the name of an environment variable"),
+    (42, "key evaluators[0].requires_env: expected the name of an environment variable"),
+])
+def test_requires_env_must_name_a_variable(tmp_path: Path, value: object, message: str) -> None:
+    import yaml
+
+    from agentwatch.errors import ConfigError
+
+    path = tmp_path / "agentwatch.yaml"
+    path.write_text(yaml.safe_dump({"evaluators": [{"name": "j", "kind": "llm", "requires_env": value,
+                                                    "params": {"base_url": "http://127.0.0.1:9", "model": "m"}}]}))
+    with pytest.raises(ConfigError, match=r"agentwatch.yaml, line \d+, " + re.escape(message)):
+        load_catalogue(load_settings(path).sections, str(path))

@@ -68,8 +68,8 @@ def _fresh_sqlite(database_url: str) -> None:
 @click.option("--database-url", default=DEMO_DATABASE, show_default=True,
               help="The demo's store; a SQLite file is recreated at each start.")
 @click.option("--judge-base-url", default=None, envvar=JUDGE_ENV,
-              help="An OpenAI-compatible endpoint for the configuration's LLM judges (env "
-                   "AGENTWATCH_JUDGE_BASE_URL; its key from AGENTWATCH_JUDGE_API_KEY). Without it they are off.")
+              help="An OpenAI-compatible endpoint (e.g. http://127.0.0.1:11434/v1) for the configuration's LLM "
+                   "judges. Without it they are off.")
 @click.option("--duration", default=None, type=click.FloatRange(min=1),
               help="Stop after this many seconds [default: run until Ctrl-C].")
 @click.option("--log-level", default="warning", show_default=True,
