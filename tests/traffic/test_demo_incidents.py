@@ -109,6 +109,22 @@ def test_a_schema_change_renames_the_lookup_result_and_the_example_rules_notice(
     assert any(tool_spans(s, "refund_api") for s in changed)
 
 
+def test_the_new_incidents_add_no_attribute_a_real_instrumentation_would_not_send() -> None:
+    from test_generator import RESOURCE_KEYS, SPAN_KEYS
+
+    sessions = Generator(8, START, 250, incidents=[ExpiredAuthToken(START), ToolSchemaChange(START)]).sessions(
+        until_ns=START + HOUR)
+    touched = set()
+    for session in sessions:
+        touched |= set(session.truth.incidents)
+        for rs in session.request.resource_spans:
+            assert {kv.key for kv in rs.resource.attributes} <= RESOURCE_KEYS
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    assert {kv.key for kv in span.attributes} <= SPAN_KEYS
+    assert touched == {"auth_token_expiry", "tool_schema_change"}
+
+
 def test_no_incident_changes_steady_traffic_before_its_start() -> None:
     plain = list(Generator(5, START, 120).sessions(until_ns=START + 2 * HOUR))
     with_both = list(Generator(5, START, 120, incidents=[ExpiredAuthToken(START + 2 * HOUR),
