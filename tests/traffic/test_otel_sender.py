@@ -31,7 +31,9 @@ def test_the_sdk_exporter_and_direct_requests_give_the_same_normalized_sessions(
         len(ss.spans) for s in sessions for rs in s.request.resource_spans for ss in rs.scope_spans)
     direct = ServerProcess(f"sqlite:///{tmp_path / 'direct.db'}", grpc=False)
     sdk = ServerProcess(f"sqlite:///{tmp_path / 'sdk.db'}", grpc=False)
-    with direct.start(timeout=120), sdk.start(timeout=120):
+    try:
+        direct.start(timeout=120)
+        sdk.start(timeout=120)
         send(sessions, direct.url)
         sender = SdkSender(sdk.url)
         for session in sessions:
@@ -47,3 +49,6 @@ def test_the_sdk_exporter_and_direct_requests_give_the_same_normalized_sessions(
             assert _strip(a["session"]) == _strip(b["session"])
             assert _strip(a["spans"]) == _strip(b["spans"])
             assert len(a["scores"]) == len(b["scores"])
+    finally:
+        direct.stop()
+        sdk.stop()
