@@ -65,34 +65,3 @@ def test_serve_refuses_a_bad_config(tmp_path: Path) -> None:
                                                 ("0.0.0.0", False), ("10.1.2.3", False)])
 def test_loopback_detection(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
-
-
-@pytest.mark.slow
-def test_the_demo_fires_the_alerts_the_readme_promises(tmp_path: Path) -> None:
-    """README's first command: the demo's history carries a new tool error and an off-policy refund; both alert."""
-    import time
-
-    import httpx
-
-    from agentwatch.testing import ServerProcess
-
-    with ServerProcess(f"sqlite:///{tmp_path / 'demo.db'}", grpc=False, cwd=tmp_path, extra_args=["--demo"]) as server:
-        deadline = time.monotonic() + 400
-        kinds: set[str] = set()
-        alerts: list[dict[str, object]] = []
-        while time.monotonic() < deadline and not {"rare_event", "new_cluster"} <= kinds:
-            time.sleep(2)
-            alerts = httpx.get(server.url + "/api/v1/alerts", timeout=30).json()["items"]
-            kinds = {str(a["kind"]) for a in alerts}
-        assert {"rare_event", "new_cluster"} <= kinds, server.log()[-3000:]
-        rare = next(a for a in alerts if a["kind"] == "rare_event")
-        assert rare["severity"] == "page" and rare["owner"] == "payments-oncall"
-        assert str(rare["link"]).startswith(server.url + "/api/v1/alerts/")
-        # The command printed the dashboard's address, and the overview shows the SLOs and these alerts.
-        assert f"agentwatch dashboard: {server.url}/" in server.log()
-        overview = httpx.get(server.url + "/", timeout=30).text
-        for alert in alerts:
-            if alert["state"] == "firing":
-                assert f'data-alert-id="{alert["id"]}"' in overview
-        for slo in httpx.get(server.url + "/api/v1/slos", timeout=30).json()["items"]:
-            assert f'data-slo="{slo["name"]}"' in overview

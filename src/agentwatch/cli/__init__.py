@@ -1,13 +1,14 @@
-"""The ``agentwatch`` command: serve, migrate, keys, eval, erase, label, dataset, calibrate, gate, version."""
+"""The ``agentwatch`` command: serve, demo, migrate, keys, eval, erase, label, dataset, calibrate, gate, version."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 import socket
 import sys
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -83,14 +84,18 @@ def migrate(config: str | None, database_url: str | None) -> None:
 @config_option
 @database_option
 @click.option("--insecure", is_flag=True, help="Listen beyond loopback without API keys.")
-@click.option("--demo", is_flag=True,
-              help="Feed the server with a simulated support agent: the last 26 hours at once (with a new tool "
-                   "error and an off-policy refund near the end), then live traffic.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(host: str, port: int, grpc_port: int, config: str | None, database_url: str | None, insecure: bool,
-          demo: bool, log_level: str) -> None:
+          log_level: str) -> None:
     """Run the server: ingest, sessions and the API in one process."""
+    run_server(host, port, grpc_port, config, database_url, insecure, log_level)
+
+
+def run_server(host: str, port: int, grpc_port: int, config: str | None, database_url: str | None, insecure: bool,
+               log_level: str, *, on_started: Callable[[str, Any, Any], None] | None = None) -> None:
+    """Serve until Ctrl-C (or until ``server.should_exit`` is set); ``on_started(url, store, server)`` runs
+    just before the server starts listening (``agentwatch demo`` starts its feeder there)."""
     import uvicorn
 
     from agentwatch.api.app import create_app
@@ -99,8 +104,6 @@ def serve(host: str, port: int, grpc_port: int, config: str | None, database_url
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = _settings(config, database_url)
-    if demo and "evaluators" not in settings.sections:
-        settings = replace(settings, sections={**settings.sections, **DEMO_SECTIONS})
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     if settings.public_url is None:
         # Alert links point at this server unless a public URL is configured.
@@ -122,75 +125,21 @@ def serve(host: str, port: int, grpc_port: int, config: str | None, database_url
     logger.info("agentwatch %s: OTLP/HTTP and API on http://%s:%d%s, store %s", __version__, host, port,
                 f", OTLP/gRPC on {host}:{grpc_port}" if grpc_port else "", _safe_url(settings.database_url))
     click.echo(f"agentwatch dashboard: http://{shown}:{port}/")
-    if demo:
-        _start_demo(f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}", store)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, http="httptools",
-                loop="uvloop", timeout_graceful_shutdown=10)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                           http="httptools", loop="uvloop", timeout_graceful_shutdown=10))
+    # Child processes started here ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and
+    # the server, not each child, decides how they stop (it closes the decode pool; the demo ends its feeder).
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        if pipeline.settings.decode_processes and pipeline.receiver.pool is None:
+            from agentwatch.ingest.receiver import DecodePool
 
-
-#: What ``serve --demo`` evaluates, holds and alerts on when the config declares no evaluators.
-DEMO_SECTIONS: dict[str, Any] = {
-    "sampling": {"default_rate": 0.2},
-    "evaluators": [
-        {"name": "tool_use", "kind": "rule", "rule": "tool_error", "threshold": 1.0, "owner": "support-oncall"},
-        {"name": "refund_policy", "kind": "rule", "rule": "date_window", "threshold": 1.0, "severity": "page",
-         "owner": "payments-oncall", "filter": {"called_tool": "refund_api"},
-         "params": {"tool": "refund_api", "date_from": {"tool": "lookup_order", "field": "delivered_on",
-                                                         "match": ["order_id"]}, "max_days": 30}},
-        {"name": "faithfulness", "kind": "faithfulness", "threshold": 1.0, "owner": "support-quality"},
-        {"name": "goal_completion", "kind": "python", "function": "agentwatch.traffic.checks:goal_completion",
-         "threshold": 1.0, "sample_rate": 1.0, "owner": "support-leads"},
-    ],
-    "slos": [
-        {"name": "response-time", "layer": "system", "metric": "work_ms", "quantile": 0.75, "threshold": 8500,
-         "window": "30m", "min_n": 10, "group_by": ["intent"], "owner": "support-oncall"},
-        {"name": "goal-completion", "layer": "objective", "evaluator": "goal_completion",
-         "failure_ratio_below": 0.10, "group_by": ["intent"], "min_n": 10},
-    ],
-}
-#: Event time of the demo's history, and its incidents (minutes before the server started).
-DEMO_HISTORY_S = 26 * 3600
-DEMO_INCIDENTS_MIN = {"new_tool_error": 45, "off_policy_refund": 20}
-
-
-def _start_demo(url: str, store: Any, rate: float = 120.0) -> None:
-    """Send generated traffic to this server from a background thread."""
-    import threading
-    import time
-
-    import httpx
-
-    from agentwatch.traffic import INCIDENTS, Generator, send
-
-    api_key = None
-    if store.active_keys():
-        logger.warning("--demo sends without an API key; create none, or the demo traffic is refused")
-
-    def run() -> None:
-        for _ in range(200):
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        now = time.time_ns()
-        try:
-            incidents = [INCIDENTS[name](now - minutes * 60 * 10**9) for name, minutes in DEMO_INCIDENTS_MIN.items()]
-            history = Generator(seed=1, start_ns=now - DEMO_HISTORY_S * 10**9, sessions_per_hour=rate,
-                                incidents=incidents)
-            result = send(history.sessions(until_ns=now), url, api_key=api_key)
-            logger.info("demo: sent %d sessions of the last %d hours (a new tool error from %d minutes ago, an "
-                        "off-policy refund %d minutes ago); live traffic follows; see the dashboard at %s/",
-                        result.sessions, DEMO_HISTORY_S // 3600, DEMO_INCIDENTS_MIN["new_tool_error"],
-                        DEMO_INCIDENTS_MIN["off_policy_refund"], url)
-            # The tool keeps failing in live traffic, so its cluster stays firing.
-            live = Generator(seed=2, start_ns=time.time_ns(), sessions_per_hour=rate, incidents=incidents[:1])
-            send(live.sessions(), url, api_key=api_key, pace="live")
-        except Exception:  # noqa: BLE001 - the demo must never take the server down
-            logger.exception("demo traffic stopped")
-
-    threading.Thread(target=run, name="agentwatch-demo", daemon=True).start()
+            pipeline.receiver.pool = DecodePool(pipeline.settings.decode_processes, pipeline.options)
+        if on_started is not None:
+            on_started(f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}", store, server)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    server.run()
 
 
 def _safe_url(url: str) -> str:
@@ -329,11 +278,13 @@ def erase(user_id: str, project: str | None, config: str | None, database_url: s
 
 
 def _register_traffic() -> None:
+    from agentwatch.cli.demo import demo
     from agentwatch.cli.feedback import COMMANDS
     from agentwatch.cli.traffic import import_command, replay
 
     main.add_command(replay)
     main.add_command(import_command)
+    main.add_command(demo)
     for command in COMMANDS:
         main.add_command(command)
 

@@ -32,6 +32,8 @@ import hashlib
 import importlib
 import inspect
 import json
+import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,7 +203,20 @@ class Catalogue:
 # -- loading ---------------------------------------------------------------
 
 _KEYS = {"name", "kind", "rule", "function", "params", "threshold", "direction", "severity", "owner",
-         "sample_rate", "filter", "dataset_version"}
+         "sample_rate", "filter", "dataset_version", "requires_env"}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _required_env_set(where: str, index: int, entry: Any) -> bool:
+    """False when the entry names, in ``requires_env``, an environment variable that is unset or empty:
+    the evaluator is declared but not loaded (an LLM judge without a configured endpoint)."""
+    if not isinstance(entry, Mapping) or "requires_env" not in entry:
+        return True
+    name = entry["requires_env"]
+    if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+        raise ConfigError(f"{where}, line {config_line(entry, 'requires_env')}, key evaluators[{index}].requires_env: "
+                          f"expected the name of an environment variable, got {name!r}")
+    return bool(os.environ.get(name))
 
 
 def load_catalogue(sections: Mapping[str, Any], config_path: str | None = None) -> Catalogue:
@@ -232,6 +247,8 @@ def load_catalogue(sections: Mapping[str, Any], config_path: str | None = None) 
     specs: list[EvaluatorSpec] = []
     seen: set[str] = set()
     for index, entry in enumerate(entries):
+        if not _required_env_set(where, index, entry):
+            continue
         spec = _spec(where, index, entry, sections)
         if spec.name in seen:
             raise ConfigError(f"{where}, line {config_line(entry, 'name')}, key evaluators[{index}].name: "

@@ -31,16 +31,19 @@ from agentwatch.traffic.generator import (
     SessionTruth,
     ToolError,
     ToolFault,
+    ToolReshape,
     UnsupportedClaim,
 )
 from agentwatch.traffic.importer import ImportedSession, ImportFormatError, import_sessions, load_outcomes
 from agentwatch.traffic.incidents import (
     INCIDENTS,
+    ExpiredAuthToken,
     GoalFailures,
     NewAgentVersion,
     NewToolError,
     OffPolicyRefund,
     SlowIntent,
+    ToolSchemaChange,
     day3_start,
     incident_from_spec,
 )
@@ -51,6 +54,7 @@ __all__ = [
     "DailyCycle",
     "day3_start",
     "ERROR_KINDS",
+    "ExpiredAuthToken",
     "flush",
     "GeneratedSession",
     "Generator",
@@ -75,5 +79,7 @@ __all__ = [
     "SlowIntent",
     "ToolError",
     "ToolFault",
+    "ToolReshape",
+    "ToolSchemaChange",
     "UnsupportedClaim",
 ]

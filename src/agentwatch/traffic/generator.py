@@ -110,17 +110,36 @@ class Conditions:
     tool_faults: tuple[ToolFault, ...] = ()
     #: Per session with tools: the agent gives up before its first tool call and apologises.
     give_up: float = 0.0
+    #: Tools whose successful results change shape on the wire (steady traffic has none).
+    tool_reshapes: tuple[ToolReshape, ...] = ()
 
 
 @dataclass(frozen=True)
 class ToolFault:
-    """``tool`` fails in ``rate`` of its calls with ``kind`` (status ERROR, never silent); with ``first_only``
-    only the session's first call of it can fail (a retry goes through)."""
+    """``tool`` fails in ``rate`` of its calls with ``kind`` (status ERROR); with ``first_only``
+    only the session's first call of it can fail (a retry goes through). With ``silent`` the span
+    says success (status UNSET) and carries ``kind.silent_result`` as its result, the model does not
+    retry, and on an action tool the agent takes it for success (it confirms the action)."""
 
     tool: str
     rate: float
     kind: ErrorKind
     first_only: bool = False
+    silent: bool = False
+
+
+@dataclass(frozen=True)
+class ToolReshape:
+    """The successful results of ``tool`` arrive in a new shape: keys renamed (``rename``: old, new pairs,
+    top level) and keys dropped (``drop``). The agent's answers do not change: it still reads the values."""
+
+    tool: str
+    rename: tuple[tuple[str, str], ...] = ()
+    drop: tuple[str, ...] = ()
+
+    def apply(self, result: dict[str, Any]) -> dict[str, Any]:
+        names = dict(self.rename)
+        return {names.get(key, key): value for key, value in result.items() if key not in self.drop}
 
 
 class Incident(Protocol):
@@ -842,7 +861,8 @@ class _Turn:
             fault = None
             failure = ERROR_KINDS[rng.randrange(len(ERROR_KINDS))] if rng.random() < rates.tool_error else None
         if failure is None:
-            text = json.dumps(result)
+            reshape = next((r for r in conv.conditions.tool_reshapes if r.tool == name), None)
+            text = json.dumps(result if reshape is None else reshape.apply(result))
             attributes["gen_ai.tool.call.result"] = text
             end = start + conv.latency_ns(_TOOL_LATENCY_MS[name])
             self.trace.add(span_id, self.root, f"execute_tool {name}", Span.SPAN_KIND_INTERNAL, start, end,
@@ -852,14 +872,14 @@ class _Turn:
             return _ToolOutcome(result)
 
         end = start + int(rng.uniform(*failure.duration_ms) * NS_PER_MS)
-        silent = fault is None and rng.random() < rates.silent_error_share
+        silent = fault.silent if fault is not None else rng.random() < rates.silent_error_share
         if silent:
             text = json.dumps(failure.silent_result)
             attributes["gen_ai.tool.call.result"] = text
             self.trace.add(span_id, self.root, f"execute_tool {name}", Span.SPAN_KIND_INTERNAL, start, end,
                            attributes)
             self._tool_response(call_id, text, end)
-            masked = maskable and rng.random() < rates.masked_share
+            masked = maskable and (fault is not None or rng.random() < rates.masked_share)
             conv.goal_failed = conv.goal_failed or masked
             self._record_error(name, call_id, span_id, failure, silent=True, recovered=False, masked=masked)
             return _ToolOutcome(None, masked=masked)

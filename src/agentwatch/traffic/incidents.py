@@ -31,6 +31,7 @@ from agentwatch.traffic.generator import (
     ErrorKind,
     Generator,
     ToolFault,
+    ToolReshape,
 )
 
 NS_PER_S = 1_000_000_000
@@ -277,6 +278,67 @@ class GoalFailures(_Timed):
         return dataclasses.replace(conditions, give_up=1.0)
 
 
+@dataclass(frozen=True)
+class ExpiredAuthToken(_Timed):
+    """From ``start_ns`` the agent's access token for ``tool`` has expired, and the agent does not notice.
+
+    On the wire: every call of the tool ends with status UNSET (the HTTP client raised nothing) and the
+    service's 401 body as its result, ``{"status": 401, "error": "invalid_token", ...}``; the model does
+    not retry, and on ``refund_api`` it confirms the refund to the customer as if it had gone through.
+    What catches it: the ``tool_error`` rule (an error-shaped result of a call that reports success) and
+    ``goal_completion`` (no successful call of the action tool). Truth: a masked tool error and
+    ``goal_failed`` in every session that calls the tool.
+    """
+
+    name: ClassVar[str] = "auth_token_expiry"
+    tool: str = "refund_api"
+    result: tuple[tuple[str, Any], ...] = (
+        ("status", 401), ("error", "invalid_token"),
+        ("error_description", "The access token expired; request a new one"))
+
+    def __post_init__(self) -> None:
+        if self.tool not in _TOOL_LATENCY_MS:
+            raise ValueError(f"unknown tool {self.tool!r}; expected one of {sorted(_TOOL_LATENCY_MS)}")
+
+    def adjust(self, conditions: Conditions, *, start_ns: int, intent: str) -> Conditions:
+        if self.tool not in TOOLS_OF_INTENT[intent] or not self.active(start_ns):
+            return conditions
+        kind = ErrorKind("auth_token_expired", "401", "401 Unauthorized: access token expired", dict(self.result),
+                         (20, 90))
+        fault = ToolFault(self.tool, 1.0, kind, silent=True)
+        return dataclasses.replace(conditions, tool_faults=(*conditions.tool_faults, fault))
+
+
+@dataclass(frozen=True)
+class ToolSchemaChange(_Timed):
+    """From ``start_ns`` ``tool``'s service answers in a new response schema: keys renamed (``rename``) and
+    dropped (``drop``); by default ``lookup_order`` sends ``order_total`` for ``total`` and
+    ``delivery_date`` for ``delivered_on``.
+
+    On the wire: only the tool's result (``gen_ai.tool.call.result``) changes; status, latency and the
+    agent's answers stay as they were (the model still reads the values). What catches it: a
+    ``tool_schema`` rule on the tool's result, and rules that read a renamed field (``date_window`` on
+    ``delivered_on`` finds no date: its ``on_missing``).
+    """
+
+    name: ClassVar[str] = "tool_schema_change"
+    tool: str = "lookup_order"
+    rename: tuple[tuple[str, str], ...] = (("total", "order_total"), ("delivered_on", "delivery_date"))
+    drop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.tool not in _TOOL_LATENCY_MS:
+            raise ValueError(f"unknown tool {self.tool!r}; expected one of {sorted(_TOOL_LATENCY_MS)}")
+        if not self.rename and not self.drop:
+            raise ValueError("a schema change renames or drops at least one key")
+
+    def adjust(self, conditions: Conditions, *, start_ns: int, intent: str) -> Conditions:
+        if self.tool not in TOOLS_OF_INTENT[intent] or not self.active(start_ns):
+            return conditions
+        reshape = ToolReshape(self.tool, self.rename, self.drop)
+        return dataclasses.replace(conditions, tool_reshapes=(*conditions.tool_reshapes, reshape))
+
+
 #: Incident names (as ``--incident`` takes them) and how to make one with its defaults from a start time.
 INCIDENTS: dict[str, Callable[[int], Any]] = {
     "new_tool_error": lambda start: NewToolError(start),
@@ -284,6 +346,8 @@ INCIDENTS: dict[str, Callable[[int], Any]] = {
     "new_agent_version": lambda start: NewAgentVersion(start),
     "slow_intent": lambda start: SlowIntent(start),
     "goal_failures": lambda start: GoalFailures(start),
+    "auth_token_expiry": lambda start: ExpiredAuthToken(start),
+    "tool_schema_change": lambda start: ToolSchemaChange(start),
 }
 
 
@@ -315,6 +379,7 @@ def incident_from_spec(spec: str, replay_start_ns: int | None = None) -> Any:
 
 __all__ = [
     "day3_start",
+    "ExpiredAuthToken",
     "GoalFailures",
     "incident_from_spec",
     "INCIDENTS",
@@ -323,5 +388,6 @@ __all__ = [
     "OffPolicyRefund",
     "SlowIntent",
     "STEADY_GOAL_FAILURE",
+    "ToolSchemaChange",
     "TOOLS_OF_INTENT",
 ]
