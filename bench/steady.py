@@ -55,6 +55,7 @@ import yaml
 from ingest import (  # the benches make and measure a store alike
     Database,
     ProcStats,
+    _read_response,
     disk_bytes,
     machine_limit,
     percentile,
@@ -65,7 +66,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from sqlalchemy import text
 
-from agentwatch.testing import ServerProcess, kv
+from agentwatch.testing import ServerProcess, filler_text, kv
 
 TRACES_PATH = "/v1/traces"
 CONTENT_TYPE = "application/x-protobuf"
@@ -78,13 +79,7 @@ _WORDS = ("order", "refund", "shipping", "delivery", "account", "invoice", "cust
 
 
 def _text(rng: random.Random, nbytes: int) -> str:
-    words: list[str] = []
-    size = 0
-    while size < nbytes:
-        word = rng.choice(_WORDS)
-        words.append(word)
-        size += len(word) + 1
-    return " ".join(words)
+    return filler_text(rng, nbytes, _WORDS)
 
 
 # -- one session: 3 turns of retrieval, planner chat, 2 tool calls, responder chat, guardrail ------
@@ -338,23 +333,6 @@ class Load:
         return index
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, str | None]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    length = 0
-    retry_after = None
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"retry-after":
-            retry_after = value.strip().decode("ascii", "replace")
-    if length:
-        await reader.readexactly(length)
-    return status, retry_after
-
-
 async def _sender(host: str, port: int, load: Load) -> None:
     prefix = (f"POST {TRACES_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {CONTENT_TYPE}\r\n"
               "Content-Length: ").encode("ascii")
@@ -367,7 +345,7 @@ async def _sender(host: str, port: int, load: Load) -> None:
                 started = time.perf_counter()
                 try:
                     writer.write(message)
-                    status, retry_after = await asyncio.wait_for(_read_response(reader), 120)
+                    status, retry_after, _ = await asyncio.wait_for(_read_response(reader), 120)
                 except (OSError, asyncio.IncompleteReadError, TimeoutError):
                     writer.close()
                     reader, writer = await asyncio.open_connection(host, port)

@@ -61,11 +61,12 @@ def new_span_id(rng: random.Random) -> bytes:
     return (rng.getrandbits(64) | 1).to_bytes(8, "big")
 
 
-def _text(rng: random.Random, nbytes: int) -> str:
+def filler_text(rng: random.Random, nbytes: int, vocabulary: tuple[str, ...] | list[str] = _WORDS) -> str:
+    """About ``nbytes`` of words drawn from ``vocabulary``: message content of a plausible size."""
     words: list[str] = []
     size = 0
     while size < nbytes:
-        word = rng.choice(_WORDS)
+        word = rng.choice(vocabulary)
         words.append(word)
         size += len(word) + 1
     return " ".join(words)
@@ -124,13 +125,13 @@ def agent_session_request(
         return s
 
     cursor = t + 1_000_000
-    user_text = _text(rng, message_bytes)
+    user_text = filler_text(rng, message_bytes)
     for i in range(tool_calls + 1):
         n_in, n_out = rng.randint(200, 900), rng.randint(20, 200)
         tokens_in += n_in
         tokens_out += n_out
         final = i == tool_calls
-        output = ([{"role": "assistant", "parts": [{"type": "text", "content": _text(rng, message_bytes)}]}]
+        output = ([{"role": "assistant", "parts": [{"type": "text", "content": filler_text(rng, message_bytes)}]}]
                   if final else
                   [{"role": "assistant", "parts": [{"type": "tool_call", "id": f"call_{i}", "name": "lookup_order",
                                                     "arguments": {"order_id": f"A-{rng.randint(1000, 9999)}"}}]}])
@@ -154,7 +155,8 @@ def agent_session_request(
         if failed:
             attrs["error.type"] = "timeout"
         else:
-            attrs["gen_ai.tool.call.result"] = json.dumps({"status": "shipped", "note": _text(rng, message_bytes // 2)})
+            note = filler_text(rng, message_bytes // 2)
+            attrs["gen_ai.tool.call.result"] = json.dumps({"status": "shipped", "note": note})
         tool = span("execute_tool lookup_order", root_id, cursor, rng.randint(20, 400), attrs,
                     error="order service timed out" if failed else None)
         cursor = tool.end_time_unix_nano + 1_000_000

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator
 
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -28,6 +28,10 @@ from agentwatch.api.feedback import feedback_routes
 from agentwatch.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agentwatch.api.metrics import render as render_metrics
 from agentwatch.api.openapi import openapi_spec
+from agentwatch.api.params import only_params as _only_params
+from agentwatch.api.params import parse_time
+from agentwatch.api.params import query_bool as _bool
+from agentwatch.api.params import query_limit as _limit
 from agentwatch.api.views import rfc3339, score_json, session_json, span_json, span_tree
 from agentwatch.errors import AgentwatchError, BadRequest, NotFound
 from agentwatch.ingest.grpc import make_grpc_server
@@ -45,49 +49,6 @@ logger = logging.getLogger(__name__)
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
-def parse_time(name: str, value: str | None) -> int | None:
-    """Unix nanoseconds from an RFC 3339 time (``Z`` or an offset; naive means UTC)."""
-    if value is None or value == "":
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"{name}: {value!r} is not an RFC 3339 time such as 2026-01-31T12:00:00Z") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
-
-
-def _bool(name: str, value: str | None) -> bool | None:
-    if value is None or value == "":
-        return None
-    lowered = value.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise BadRequest(f"{name}: expected true or false, got {value!r}")
-
-
-def _limit(value: str | None) -> int:
-    if value is None or value == "":
-        return 100
-    try:
-        limit = int(value)
-    except ValueError:
-        raise BadRequest(f"limit: expected an integer from 1 to 1000, got {value!r}") from None
-    if not 1 <= limit <= 1000:
-        raise BadRequest(f"limit: expected an integer from 1 to 1000, got {limit}")
-    return limit
-
-
-def _only_params(query: Any, known: Iterable[str]) -> None:
-    """BadRequest naming the query parameters an endpoint does not take."""
-    unknown = set(query) - set(known)
-    if unknown:
-        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
 
 
 _SESSION_FILTERS = {"service", "agent_version", "intent", "user_id", "since", "until", "flagged", "complete",

@@ -16,26 +16,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from agentwatch.api.params import only_params as _only
+from agentwatch.api.params import query_bool
+from agentwatch.api.params import query_limit as _limit
 from agentwatch.api.views import rfc3339, score_json, session_json
 from agentwatch.errors import BadRequest, NotFound
 from agentwatch.feedback import calibration, datasets, review
 from agentwatch.pipeline import Pipeline
 from agentwatch.store import evaluations, labels
 from agentwatch.store import models as m
-
-
-def _limit(value: str | None) -> int:
-    if value is None or value == "":
-        return 100
-    if not value.isdigit() or not 1 <= int(value) <= 1000:
-        raise BadRequest(f"limit: expected an integer from 1 to 1000, got {value!r}")
-    return int(value)
-
-
-def _only(query: Any, known: set[str]) -> None:
-    unknown = set(query) - known
-    if unknown:
-        raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
 
 
 def _id_cursor(value: str | None) -> int | None:
@@ -265,7 +254,7 @@ def feedback_routes(pipeline: Pipeline) -> list[Route]:
         with engine.connect() as conn:
             _, row, cases = datasets.read_version(conn, project_id, request.path_params["name"], _version_of(request))
         page = cases[start:start + limit]
-        if q.get("spans", "true").lower() in ("false", "0", "no"):
+        if query_bool("spans", q.get("spans")) is False:
             page = [{k: v for k, v in c.items() if k != "spans"} for c in page]
         return JSONResponse({"items": page, "version": version_json(row),
                              "next_cursor": str(start + limit) if start + limit < len(cases) else None})
