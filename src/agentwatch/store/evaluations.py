@@ -211,7 +211,11 @@ def finish_many(conn: Connection, job_ids: list[int]) -> None:
 
 
 def mark_many(conn: Connection, marks: list[tuple[int, str, bool, bool]]) -> None:
-    """:func:`mark_evaluated` for many ``(project_id, session_id, flagged, sampled)`` in one statement."""
+    """:func:`mark_evaluated` for many ``(project_id, session_id, flagged, sampled)`` in one statement.
+
+    Rows are updated in key order, the order the writer's session upsert takes their locks in too: two
+    transactions that touch the same sessions then wait for each other instead of deadlocking.
+    """
     if not marks:
         return
     s = m.sessions.c
@@ -221,7 +225,7 @@ def mark_many(conn: Connection, marks: list[tuple[int, str, bool, bool]]) -> Non
                     evaluated_at=bindparam("b_at")))
     now = utcnow()
     conn.execute(stmt, [{"b_project": p, "b_session": sid, "b_flagged": flagged, "b_sampled": sampled, "b_at": now}
-                        for p, sid, flagged, sampled in marks])
+                        for p, sid, flagged, sampled in sorted(marks)])
 
 
 def mark_evaluated(conn: Connection, project_id: int, session_id: str, *, flagged: bool, sampled: bool) -> None:

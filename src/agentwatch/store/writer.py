@@ -399,7 +399,8 @@ class Writer:
     def _merge_sessions(self, conn: Connection, project_id: int, deltas: dict[str, Summary | None]) -> None:
         now = utcnow()
         rows = []
-        for session_id, summary in deltas.items():
+        # In key order, like the evaluation worker's marks (evaluations.mark_many): no lock-order deadlock.
+        for session_id, summary in sorted(deltas.items(), key=lambda item: item[0]):
             if summary is None:
                 continue
             row = summary.as_row()
