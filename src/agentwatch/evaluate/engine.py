@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from agentwatch.evaluate.base import EvalResult, Evaluator
 from agentwatch.evaluate.build import build
 from agentwatch.evaluate.catalogue import EXTERNAL_VERSION, Catalogue, EvaluatorSpec
@@ -29,6 +31,7 @@ from agentwatch.monitor import rollups
 from agentwatch.normalize import NormalizeOptions
 from agentwatch.sample import included
 from agentwatch.store import evaluations as ev
+from agentwatch.store.engine import retryable
 from agentwatch.store.store import Store
 
 logger = logging.getLogger(__name__)
@@ -232,8 +235,17 @@ class Scorer:
         for item in items:
             for row in item.rows:
                 row.pop("_retryable", None)
+        everything = [row for item in items for row in item.rows]
+        marks = []
+        for item in items:
+            flagged = any(r["passed"] is False or r["status"] == "error" for r in item.rows)
+            if item.reason == "complete" or flagged:
+                marks.append((item.project_id, item.view.session_id, flagged,
+                              included(item.view.session_id, self.catalogue.default_rate)))
         with self.store.engine.begin() as conn:
-            everything = [row for item in items for row in item.rows]
+            # Session rows first, as the writer's transactions take them before rollups: the same lock
+            # order in both, so they wait for each other on PostgreSQL instead of deadlocking.
+            ev.mark_many(conn, marks)
             ev.ensure_external(conn, {r["evaluator"] for r in everything
                                       if r["evaluator_version"] == EXTERNAL_VERSION})
             new = ev.write_scores(conn, everything)
@@ -241,19 +253,12 @@ class Scorer:
             for row in new:
                 new_by_session.setdefault((int(row["project_id"]), str(row["session_id"])), []).append(row)
             by_project: dict[int, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
-            marks = []
             for item in items:
-                session_id = item.view.session_id
-                fresh = new_by_session.pop((item.project_id, session_id), [])
+                fresh = new_by_session.pop((item.project_id, item.view.session_id), [])
                 if fresh:
                     by_project.setdefault(item.project_id, []).append((item.view.summary, fresh))
-                flagged = any(r["passed"] is False or r["status"] == "error" for r in item.rows)
-                if item.reason == "complete" or flagged:
-                    marks.append((item.project_id, session_id, flagged,
-                                  included(session_id, self.catalogue.default_rate)))
             for project_id, sessions in by_project.items():
                 rollups.apply_score_batch(conn, project_id, sessions)
-            ev.mark_many(conn, marks)
             ev.finish_many(conn, [i.job_id for i in items if i.job_id is not None] + list(finished or []))
         for r in everything:
             outcome = ("error" if r["status"] != "ok" else "unjudged" if r["passed"] is None
@@ -278,6 +283,10 @@ def _project_id(view: SessionView) -> int:
 
 #: Times a session waits for a retryable failure (a judge down) to pass before its errors are recorded.
 MAX_ATTEMPTS = 12
+#: Tries of a batch's transaction that the database rolled back as a deadlock or serialization failure.
+WRITE_ATTEMPTS = 3
+
+
 RETRY_BASE_S = 5.0
 RETRY_CAP_S = 300.0
 
@@ -385,12 +394,22 @@ class EvaluationWorker:
         """Write every scored session waiting, in one transaction (one at a time if that fails)."""
         ready, self._ready = self._ready, []
         gone, self._gone = self._gone, []
-        try:
-            self.scorer.store_batch(ready, gone)
-            self.done += len(ready)
-            return
-        except Exception:  # noqa: BLE001 - isolate the session that fails; the others are written
-            logger.exception("writing %d evaluated sessions failed; writing them one by one", len(ready))
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                self.scorer.store_batch(ready, gone)
+                self.done += len(ready)
+                return
+            except OperationalError as exc:
+                if not retryable(exc) or attempt == WRITE_ATTEMPTS:
+                    logger.exception("writing %d evaluated sessions failed; writing them one by one", len(ready))
+                    break
+                # A deadlock or serialization failure rolled the whole transaction back: try it again.
+                logger.warning("writing %d evaluated sessions was rolled back (%s); attempt %d of %d",
+                               len(ready), getattr(exc.orig, "sqlstate", None), attempt + 1, WRITE_ATTEMPTS)
+                time.sleep(0.05 * attempt)
+            except Exception:  # noqa: BLE001 - isolate the session that fails; the others are written
+                logger.exception("writing %d evaluated sessions failed; writing them one by one", len(ready))
+                break
         for item in ready:
             try:
                 self.scorer.store_batch([item])

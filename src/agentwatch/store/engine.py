@@ -82,3 +82,13 @@ def current_revision(connection: Any) -> str | None:
 def head_revision() -> str:
     script = ScriptDirectory.from_config(_alembic_config(None))
     return script.get_current_head() or ""
+
+
+#: PostgreSQL's SQLSTATEs for a transaction it rolled back that can simply be tried again:
+#: a serialization failure and a deadlock (one of two transactions taking the same rows in other orders).
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def retryable(exc: BaseException) -> bool:
+    """True when ``exc`` is a database error whose transaction may be run again as it was."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in RETRYABLE_SQLSTATES
