@@ -118,11 +118,15 @@ def test_requests_decode_and_normalize_into_sessions() -> None:
                 assert span.retrieved_documents and all(d["content"] for d in span.retrieved_documents)
             if span.kind == "tool":
                 assert span.tool_name and span.tool_call_id and span.tool_args is not None
+            if span.kind == "guardrail":  # the output screen runs while an answer streams, and passes
+                answers = [s for s in spans.values() if s.kind == "llm" and s.trace_id == span.trace_id
+                           and (s.start_ns, s.end_ns) == (span.start_ns, span.end_ns) and s.output_text]
+                assert span.name == "apply_guardrail output_screen" and span.success and answers
         for root in roots:
             assert root.kind == "agent" and root.intent == session.intent and root.user_id
             assert session.start_ns <= root.start_ns and root.end_ns <= session.end_ns
         intents.add(session.intent)
-    assert set(kinds) == {"agent", "llm", "tool", "retrieval"}
+    assert set(kinds) == {"agent", "llm", "tool", "retrieval", "guardrail"}
     assert intents == {name for name, _ in INTENTS}
 
 

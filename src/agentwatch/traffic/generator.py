@@ -29,6 +29,7 @@ adjust the :class:`Conditions` of a session from its start time and intent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -434,6 +435,8 @@ _TOOL_LATENCY_MS = {
 _ACTION_TOOLS = frozenset({"refund_api", "change_plan", "cancel_subscription"})
 _FIRST_NAMES = ("Ana", "Ben", "Chloe", "David", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jon", "Kai", "Lena",
                 "Mateo", "Nora", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tara", "Umar", "Vera", "Wei", "Yara")
+#: The output guardrail every answer passes through.
+_GUARDRAIL = "output_screen"
 _SYSTEM_PROMPT = (
     "You are the customer-support assistant of Acme, an online shop that also sells subscription plans. "
     "Use the tools to look things up and to act; never promise a refund, plan change or cancellation the "
@@ -929,12 +932,26 @@ class _Turn:
             claim = ("amount" if isinstance(original, Amount) else "date", str(replacement), str(original))
         text = template.format(**{key: str(value) for key, value in facts.items()})
         span_id = self._chat([{"type": "text", "content": text}], "stop")
+        self._guardrail(span_id)
         if claim is not None:
             conv.claims.append(UnsupportedClaim(self.index, span_id.hex(), claim[0], claim[1], claim[2]))
         self.messages.append(text_message("assistant", text))
         conv.history.extend(self.messages)
         if self.owns_root:
             conv.close_root(self.trace, self.root, self.start_ns)
+
+    def _guardrail(self, chat_id: bytes) -> None:
+        """The output guardrail that screens the answer while it streams: a span of its own, operation
+        ``apply_guardrail``, that passes (the simulated agent says nothing a filter stops). It draws nothing
+        from the random stream and ends with the chat, so the session's other spans, times and outcomes
+        are what they would be without it."""
+        chat = self.trace.spans[-1]
+        self.trace.add(hashlib.blake2b(chat_id, digest_size=8, person=b"guardrail").digest(), self.root,
+                       f"apply_guardrail {_GUARDRAIL}", Span.SPAN_KIND_INTERNAL, chat.start_time_unix_nano,
+                       chat.end_time_unix_nano, {
+                           "gen_ai.operation.name": "apply_guardrail",
+                           "gen_ai.conversation.id": self.conv.session_id,
+                       })
 
     def _unsupported(self, fact: Fact) -> Fact:
         rng = self.conv.rng
