@@ -124,7 +124,8 @@ def run_server(host: str, port: int, grpc_port: int, config: str | None, databas
     app = create_app(settings, pipeline, grpc_host=host, grpc_port=grpc_port or None)
     logger.info("agentwatch %s: OTLP/HTTP and API on http://%s:%d%s, store %s", __version__, host, port,
                 f", OTLP/gRPC on {host}:{grpc_port}" if grpc_port else "", _safe_url(settings.database_url))
-    click.echo(f"agentwatch dashboard: http://{shown}:{port}/")
+    if on_started is None:  # the demo prints its own list of addresses
+        click.echo(f"agentwatch dashboard: http://{shown}:{port}/")
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                            http="httptools", loop="uvloop", timeout_graceful_shutdown=10))
     # Child processes started here ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and

@@ -16,6 +16,7 @@ judges run only with ``--judge-base-url`` (or ``AGENTWATCH_JUDGE_BASE_URL``).
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import threading
@@ -127,6 +128,9 @@ def demo(scenario: str, days: float, rate: float, speed: float, seed: int, no_se
         _fresh_sqlite(database_url)
 
         def on_started(server_url: str, store: Any, server: Any) -> None:
+            if log_level in ("warning", "error"):
+                # The example's log notifier would repeat, as a JSON log line, each alert the log below prints.
+                logging.getLogger("agentwatch.alert").setLevel(logging.ERROR)
             if store.active_keys() and api_key is None:
                 click.echo("the demo's database has API keys: pass --api-key, or the demo traffic is refused")
             running.append(start(server_url, server))

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, func, insert, or_, select, update
 
 from agentwatch.evaluate.catalogue import EXTERNAL_PREFIX
 from agentwatch.monitor.base import MAX_EXAMPLES, Candidate, ClusterConfig
@@ -108,13 +108,8 @@ def occurrences(conn: Connection, project_id: int, since_ns: int, until_ns: int,
     """The failures of [since, until) in a fixed order (event time, then identity): failed spans, and the
     failing scores of the evaluators ``reasons`` names (every evaluator when it is None) whose reason
     names a failure."""
-    sp, se = m.spans.c, m.sessions.c
-    # The session's user and service: a tool span rarely carries the user itself.
-    rows = conn.execute(
-        select(sp.end_ns, sp.kind, sp.name, sp.tool_name, sp.status_message, sp.error_type, sp.session_id,
-               sp.trace_id, sp.span_id, func.coalesce(se.user_id, sp.user_id), func.coalesce(se.service, sp.service))
-        .select_from(m.spans.outerjoin(m.sessions, (se.project_id == sp.project_id) & (se.session_id == sp.session_id)))
-        .where(sp.project_id == project_id, sp.success.is_(False), sp.end_ns >= since_ns, sp.end_ns < until_ns))
+    window = {"b_project": project_id, "b_since": since_ns, "b_until": until_ns}
+    rows = conn.execute(_failed_spans_query(), window)
     out: list[Occurrence] = []
     for end_ns, kind, name, tool, message, error_type, session_id, trace_id, span_id, user_id, service in rows:
         text = (message or error_type or "").strip()
@@ -126,22 +121,11 @@ def occurrences(conn: Connection, project_id: int, since_ns: int, until_ns: int,
         subject = tool or name if kind == "tool" else name
         out.append(Occurrence(int(end_ns), source, subject or "", text[:_MAX_MESSAGE], session_id, trace_id, user_id,
                               service, 1.0, f"{trace_id}{span_id}"))
-    sc = m.scores.c
-    where = [sc.project_id == project_id, sc.passed.is_(False), sc.shadow.is_(False), sc.status == "ok",
-             sc.event_time_ns >= since_ns, sc.event_time_ns < until_ns]
-    if reasons is not None:
-        if not reasons.evaluators and not reasons.external:
-            out.sort(key=lambda o: (o.event_ns, o.source, o.order))
-            return out
-        chosen: ColumnElement[bool] = sc.evaluator.in_(sorted(reasons.evaluators))
-        if reasons.external:
-            chosen = or_(chosen, sc.evaluator.startswith(EXTERNAL_PREFIX, autoescape=True))
-        where.append(chosen)
-    rows = conn.execute(
-        select(sc.event_time_ns, sc.evaluator, sc.reason, sc.session_id, sc.inclusion_probability, sc.id,
-               se.user_id, se.service, first_trace(sc.project_id, sc.session_id))
-        .select_from(m.scores.join(m.sessions, (se.project_id == sc.project_id) & (se.session_id == sc.session_id)))
-        .where(*where))
+    if reasons is not None and not reasons.evaluators and not reasons.external:
+        out.sort(key=lambda o: (o.event_ns, o.source, o.order))
+        return out
+    chosen = (None if reasons is None else (tuple(sorted(reasons.evaluators)), reasons.external))
+    rows = conn.execute(_failed_scores_query(chosen), window)
     for score_row in rows:
         event_ns, evaluator, reason, session_id, probability, score_id, user_id, service, trace_id = tuple(score_row)
         clause = lead(reason or "failed")
@@ -152,6 +136,51 @@ def occurrences(conn: Connection, project_id: int, since_ns: int, until_ns: int,
                               1.0 / max(float(probability), 1e-9), f"score{score_id:020d}"))
     out.sort(key=lambda o: (o.event_ns, o.source, o.order))
     return out
+
+
+_QUERIES: dict[Any, Any] = {}
+
+
+def _failed_spans_query() -> Any:
+    """The failed spans of a window, with their session's user and service (a tool span rarely carries
+    the user itself); built once."""
+    query = _QUERIES.get("spans")
+    if query is None:
+        sp, se = m.spans.c, m.sessions.c
+        query = _QUERIES["spans"] = (
+            select(sp.end_ns, sp.kind, sp.name, sp.tool_name, sp.status_message, sp.error_type, sp.session_id,
+                   sp.trace_id, sp.span_id, func.coalesce(se.user_id, sp.user_id),
+                   func.coalesce(se.service, sp.service))
+            .select_from(m.spans.outerjoin(m.sessions, (se.project_id == sp.project_id)
+                                           & (se.session_id == sp.session_id)))
+            .where(sp.project_id == bindparam("b_project"), sp.success.is_(False),
+                   sp.end_ns >= bindparam("b_since"), sp.end_ns < bindparam("b_until")))
+    return query
+
+
+def _failed_scores_query(chosen: tuple[tuple[str, ...], bool] | None) -> Any:
+    """The failing scores of a window (of the ``chosen`` evaluators, and external ones when asked); built once
+    per choice."""
+    key = ("scores", chosen)
+    query = _QUERIES.get(key)
+    if query is None:
+        sc, se = m.scores.c, m.sessions.c
+        where = [sc.project_id == bindparam("b_project"), sc.passed.is_(False), sc.shadow.is_(False),
+                 sc.status == "ok", sc.event_time_ns >= bindparam("b_since"),
+                 sc.event_time_ns < bindparam("b_until")]
+        if chosen is not None:
+            evaluators, external = chosen
+            picked: ColumnElement[bool] = sc.evaluator.in_(list(evaluators))
+            if external:
+                picked = or_(picked, sc.evaluator.startswith(EXTERNAL_PREFIX, autoescape=True))
+            where.append(picked)
+        query = _QUERIES[key] = (
+            select(sc.event_time_ns, sc.evaluator, sc.reason, sc.session_id, sc.inclusion_probability, sc.id,
+                   se.user_id, se.service, first_trace(sc.project_id, sc.session_id))
+            .select_from(m.scores.join(m.sessions, (se.project_id == sc.project_id)
+                                       & (se.session_id == sc.session_id)))
+            .where(*where))
+    return query
 
 
 class Miner:

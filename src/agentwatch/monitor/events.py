@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from agentwatch.monitor.base import MAX_EXAMPLES, Candidate, MonitorConfig
 from agentwatch.monitor.clusters import first_trace
@@ -36,23 +36,39 @@ AGREE = ("correct", "real_failure")
 DISAGREE = ("false_positive", "false_negative")
 
 
+_QUERIES: dict[tuple[str, ...], Any] = {}
+
+
+def _paging_failures_query(evaluators: tuple[str, ...]) -> Any:
+    """The failing scores of the paging ``evaluators`` in a window, with their series, whether a label
+    confirmed them and the session's first trace; built once per set of evaluators."""
+    query = _QUERIES.get(evaluators)
+    if query is None:
+        sc, se, lb = m.scores.c, m.sessions.c, m.labels.c
+        confirmed = (select(func.count()).where(lb.project_id == sc.project_id, lb.session_id == sc.session_id,
+                                                lb.evaluator == sc.evaluator, lb.verdict.in_(AGREE))
+                     .scalar_subquery())
+        query = _QUERIES[evaluators] = (
+            select(sc.evaluator, sc.evaluator_version, sc.session_id, sc.event_time_ns, sc.inclusion_probability,
+                   sc.reason, se.service, se.agent_version, se.intent, confirmed,
+                   first_trace(sc.project_id, sc.session_id))
+            .select_from(m.scores.join(m.sessions, (se.project_id == sc.project_id)
+                                       & (se.session_id == sc.session_id)))
+            .where(sc.project_id == bindparam("b_project"), sc.evaluator.in_(list(evaluators)),
+                   sc.passed.is_(False), sc.status == "ok", sc.shadow.is_(False),
+                   sc.event_time_ns >= bindparam("b_since"), sc.event_time_ns < bindparam("b_until"))
+            .order_by(sc.event_time_ns, sc.id))
+    return query
+
+
 def rare_events(conn: Connection, project_id: int, tick_ns: int, specs: Iterable[Any],
                 config: MonitorConfig) -> list[Candidate]:
     paging = {spec.name: spec for spec in specs if spec.severity == "page"}
     if not paging:
         return []
-    sc, se, lb = m.scores.c, m.sessions.c, m.labels.c
     since = tick_ns - int(config.rare_events.window_s * _NS)
-    confirmed = (select(func.count()).where(lb.project_id == sc.project_id, lb.session_id == sc.session_id,
-                                            lb.evaluator == sc.evaluator, lb.verdict.in_(AGREE))
-                 .scalar_subquery())
-    rows = conn.execute(
-        select(sc.evaluator, sc.evaluator_version, sc.session_id, sc.event_time_ns, sc.inclusion_probability,
-               sc.reason, se.service, se.agent_version, se.intent, confirmed, first_trace(sc.project_id, sc.session_id))
-        .select_from(m.scores.join(m.sessions, (se.project_id == sc.project_id) & (se.session_id == sc.session_id)))
-        .where(sc.project_id == project_id, sc.evaluator.in_(sorted(paging)), sc.passed.is_(False),
-               sc.status == "ok", sc.shadow.is_(False), sc.event_time_ns >= since, sc.event_time_ns < tick_ns)
-        .order_by(sc.event_time_ns, sc.id)).all()
+    rows = conn.execute(_paging_failures_query(tuple(sorted(paging))),
+                        {"b_project": project_id, "b_since": since, "b_until": tick_ns}).all()
     groups: dict[tuple[str, ...], list[Any]] = {}
     for row in rows:
         groups.setdefault((row[0], row[1], row.service or "", row.agent_version or "", row.intent or ""),

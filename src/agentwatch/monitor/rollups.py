@@ -14,6 +14,8 @@ the buckets they read, never to the sessions stored.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -51,6 +53,28 @@ def sketch_from_bytes(data: bytes | None) -> Any:
     message = DDSketchMessage()
     message.ParseFromString(data)
     return DDSketchProto.from_proto(message)  # type: ignore[no-untyped-call]
+
+
+#: Stored sketches read back, by their bytes: a check reads the same minutes' sketches again at each
+#: tick, and reading one back adds its bins one at a time. A bucket that changes has other bytes.
+_DECODED: OrderedDict[bytes, Any] = OrderedDict()
+_DECODED_MAX = 50_000
+_DECODED_LOCK = threading.Lock()
+
+
+def _decoded(data: bytes) -> Any:
+    """The sketch stored as ``data``, shared: merge it into another, never change it."""
+    with _DECODED_LOCK:
+        found = _DECODED.get(data)
+        if found is not None:
+            _DECODED.move_to_end(data)
+            return found
+    found = sketch_from_bytes(data)
+    with _DECODED_LOCK:
+        _DECODED[data] = found
+        while len(_DECODED) > _DECODED_MAX:
+            _DECODED.popitem(last=False)
+    return found
 
 
 @dataclass(frozen=True)
@@ -267,23 +291,41 @@ def series_totals(conn: Connection, project_id: int, dimension: str, *, since_ns
     costs a bucket per hour (plus at most two hours of minutes) per series.
     """
     out: dict[tuple[str, ...], Totals] = {}
+    names = tuple(sorted(labels))
+    width = len(group_by)
     for table, lo, hi in _ranges(since_ns, until_ns):
+        query = _totals_query(table, group_by, names)
+        params = {"b_project": project_id, "b_dimension": dimension, "b_lo": lo, "b_hi": hi}
+        params.update({f"b_label_{name}": labels[name] for name in names})
+        for row in conn.execute(query, params):
+            values = tuple(row)
+            if values[width] is None:
+                continue
+            key = tuple(str(v) for v in values[:width])
+            found = Totals(*(float(v) for v in values[width:]))
+            out[key] = out[key] + found if key in out else found
+    return out
+
+
+#: The statements of series_totals by (table, group_by, label names): built once, so a check's many
+#: reads cost their SQL, not the building of the same expression again.
+_TOTALS_QUERIES: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
+
+
+def _totals_query(table: Any, group_by: tuple[str, ...], names: tuple[str, ...]) -> Any:
+    key = (table.name, group_by, names)
+    query = _TOTALS_QUERIES.get(key)
+    if query is None:
         r = table.c
-        where = [r.project_id == project_id, r.dimension == dimension, r.minute_ns >= lo, r.minute_ns < hi]
-        for name, value in labels.items():
-            where.append(r[name] == value)
+        where = [r.project_id == bindparam("b_project"), r.dimension == bindparam("b_dimension"),
+                 r.minute_ns >= bindparam("b_lo"), r.minute_ns < bindparam("b_hi")]
+        where += [r[name] == bindparam(f"b_label_{name}") for name in names]
         columns = [r[name] for name in group_by]
         query = select(*columns, *(func.sum(r[name]) for name in _ADDED)).where(*where)
         if columns:
             query = query.group_by(*columns)
-        for row in conn.execute(query):
-            values = tuple(row)
-            if values[len(columns)] is None:
-                continue
-            key = tuple(str(v) for v in values[: len(columns)])
-            found = Totals(*(float(v) for v in values[len(columns):]))
-            out[key] = out[key] + found if key in out else found
-    return out
+        _TOTALS_QUERIES[key] = query
+    return query
 
 
 def hourly_totals(conn: Connection, project_id: int, dimension: str, *, since_ns: int, until_ns: int,
@@ -332,11 +374,9 @@ def merged_sketches(conn: Connection, project_id: int, metric: str, *, since_ns:
             if not values[-1]:
                 continue
             key = tuple(str(v) for v in values[:-1])
-            sketch = sketch_from_bytes(values[-1])
-            if key in merged:
-                merged[key].merge(sketch)
-            else:
-                merged[key] = sketch
+            if key not in merged:
+                merged[key] = new_sketch()
+            merged[key].merge(_decoded(bytes(values[-1])))
     return merged
 
 

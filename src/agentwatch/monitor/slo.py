@@ -32,9 +32,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, bindparam, case, func, select
 
 from agentwatch.errors import ConfigError
 from agentwatch.evaluate.catalogue import Catalogue
@@ -512,6 +512,27 @@ def _template_bad(conn: Connection, project_id: int, spec: SloSpec, template_ids
     return out
 
 
+#: The statements of _Reader.window_counts by (columns, label names, number of windows), built once.
+_WINDOW_QUERIES: dict[tuple[tuple[str, ...], tuple[str, ...], int], Any] = {}
+
+
+def _window_query(columns: tuple[str, ...], names: tuple[str, ...], windows: int) -> Any:
+    key = (columns, names, windows)
+    query = _WINDOW_QUERIES.get(key)
+    if query is None:
+        r = m.rollups.c
+        where = [r.project_id == bindparam("b_project"), r.dimension == bindparam("b_dimension"),
+                 r.minute_ns >= bindparam("b_since"), r.minute_ns < bindparam("b_until"),
+                 *(r[name] == bindparam(f"b_label_{name}") for name in names)]
+        sums = [func.sum(case((r.minute_ns >= bindparam(f"b_since_{i}"), column), else_=0))
+                for i in range(windows) for column in (r.weighted_count, r.weighted_failures, r.count, r.errors)]
+        query = select(*(r[name] for name in columns), *sums).where(*where)
+        if columns:
+            query = query.group_by(*(r[name] for name in columns))
+        _WINDOW_QUERIES[key] = query
+    return query
+
+
 class _Reader:
     """Reads one SLO's series over windows ending at a tick (data strictly before it)."""
 
@@ -537,29 +558,37 @@ class _Reader:
                                spec.group_by, spec.filter)
         return {k: Counts(t.weighted_count, t.weighted_failures, t.count - t.errors) for k, t in found.items()}
 
-    def minute_counts(self, since_ns: int, until_ns: int) -> dict[SeriesKey, list[tuple[int, Counts]]]:
-        """What :meth:`counts` sums, per series and minute bucket of [since, until) (not for templates)."""
+    def window_counts(self, tick_ns: int, windows: Sequence[float]) -> dict[SeriesKey, dict[float, Counts]]:
+        """What :meth:`counts` sums, per series, for each window [tick - w, tick) of ``windows`` (not for
+        templates), from one read of the minute buckets that sums every window in the database."""
         spec = self.spec
         filters = {} if spec.sliced else spec.filter
         equal = {name: values[0] for name, values in filters.items() if len(values) == 1}
         multi = {name: values for name, values in filters.items() if len(values) > 1}
         columns = spec.group_by + tuple(name for name in multi if name not in spec.group_by)
-        r = m.rollups.c
-        where = [r.project_id == self.project_id, r.dimension == spec.series_dimension, r.minute_ns >= since_ns,
-                 r.minute_ns < until_ns, *(r[name] == value for name, value in equal.items())]
-        query = (select(*(r[name] for name in columns), r.minute_ns, func.sum(r.weighted_count),
-                        func.sum(r.weighted_failures), func.sum(r.count), func.sum(r.errors))
-                 .where(*where).group_by(*(r[name] for name in columns), r.minute_ns))
-        out: dict[SeriesKey, list[tuple[int, Counts]]] = {}
-        for row in self.conn.execute(query):
+        query = _window_query(columns, tuple(sorted(equal)), len(windows))
+        params: dict[str, Any] = {"b_project": self.project_id, "b_dimension": spec.series_dimension,
+                                  "b_since": tick_ns - int(max(windows) * NS), "b_until": tick_ns}
+        params.update({f"b_label_{name}": value for name, value in equal.items()})
+        params.update({f"b_since_{i}": tick_ns - int(w * NS) for i, w in enumerate(windows)})
+        found: dict[SeriesKey, list[list[float]]] = {}
+        width = len(columns)
+        for row in self.conn.execute(query, params):
             values = tuple(row)
-            labels = dict(zip(columns, (str(v) for v in values[: len(columns)]), strict=True))
+            labels = dict(zip(columns, (str(v) for v in values[:width]), strict=True))
             if any(labels[name] not in allowed for name, allowed in multi.items()):
                 continue
             key = tuple(labels[name] for name in spec.group_by)
-            valid, bad, count, errors = (float(v or 0.0) for v in values[len(columns) + 1:])
-            n = count if spec.sliced else count - errors
-            out.setdefault(key, []).append((int(values[len(columns)]), Counts(valid, bad, n)))
+            into = found.setdefault(key, [[0.0] * 4 for _ in windows])
+            for i in range(len(windows)):
+                for j in range(4):
+                    into[i][j] += float(values[width + 4 * i + j] or 0.0)
+        out: dict[SeriesKey, dict[float, Counts]] = {}
+        for key, per in found.items():
+            for w, (valid, bad, count, errors) in zip(windows, per, strict=True):
+                n = count if spec.sliced else count - errors
+                if n or valid:
+                    out.setdefault(key, {})[w] = Counts(valid, bad, n)
         return out
 
     def template_counts(self, since_ns: int, until_ns: int) -> dict[SeriesKey, Counts]:
@@ -645,17 +674,8 @@ def _windows(reader: _Reader, tick_ns: int, seconds: Iterable[float]) -> dict[Se
     wanted = sorted(set(seconds))
     short = [w for w in wanted if w <= _MINUTE_WINDOWS_S] if reader.spec.kind != "template" else []
     if short:
-        per_minute = reader.minute_counts(tick_ns - int(max(short) * NS), tick_ns)
-        for key, minutes in per_minute.items():
-            into = table.setdefault(key, {})
-            for w in short:
-                since = tick_ns - int(w * NS)
-                valid = bad = n = 0.0
-                for minute_ns, counts in minutes:
-                    if minute_ns >= since:
-                        valid, bad, n = valid + counts.valid, bad + counts.bad, n + counts.n
-                if n or valid:
-                    into[w] = Counts(valid, bad, n)
+        for key, per in reader.window_counts(tick_ns, short).items():
+            table.setdefault(key, {}).update(per)
     for w in wanted:
         if w in short:
             continue

@@ -77,6 +77,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
 )}
 
 
+#: Sessions per OTLP request while the history is sent.
+HISTORY_PER_REQUEST = 20
+
 def wait_ready(url: str, timeout_s: float = 30.0, stop: threading.Event | None = None) -> bool:
     """True once ``{url}/readyz`` answers 200."""
     deadline = time.monotonic() + timeout_s
@@ -147,8 +150,9 @@ class Feeder:
         start_ns = self.now_ns - int(self.days * 86400 * _NS)
         began = time.monotonic()
         history = Generator(self.seed, start_ns, self.rate, incidents=incidents)
+        # History goes as a collector's batch processor would send it: many sessions a request.
         result = send(self._until_stopped(history.sessions(until_ns=self.now_ns), start_ns), self.url,
-                      api_key=self.api_key)
+                      api_key=self.api_key, per_request=HISTORY_PER_REQUEST)
         self.history_seconds = time.monotonic() - began
         if self.stop.is_set():
             return

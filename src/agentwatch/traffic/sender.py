@@ -102,10 +102,17 @@ def send(
     pace: Pace = "max",
     timeout: float = 30.0,
     max_retries: int = 10,
+    per_request: int = 1,
 ) -> SendResult:
-    """POST every item's request to ``{url}/v1/traces``; see the module docstring."""
+    """POST every item's request to ``{url}/v1/traces``; see the module docstring.
+
+    ``per_request`` items go in one request (their resource spans side by side), as a collector's
+    batch processor sends them.
+    """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    if per_request < 1:
+        raise ValueError(f"per_request must be at least 1, got {per_request}")
     if pace not in ("max", "live"):
         raise ValueError(f"pace must be 'max' or 'live', got {pace!r}")
     endpoint = url.rstrip("/") + "/v1/traces"
@@ -120,6 +127,19 @@ def send(
     with httpx.Client(headers=headers, timeout=timeout, limits=limits) as client, \
             ThreadPoolExecutor(concurrency, thread_name_prefix="agentwatch-send") as pool:
         pending: set[Future[None]] = set()
+        batch: list[ExportTraceServiceRequest] = []
+
+        def submit() -> None:
+            nonlocal pending
+            while len(pending) >= 2 * concurrency:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()
+            request = batch[0] if len(batch) == 1 else _merged(batch)
+            batch.clear()
+            body = request.SerializeToString()
+            pending.add(pool.submit(_post, client, endpoint, body, _span_count(request), max_retries, tally))
+
         try:
             for item in items:
                 if isinstance(item, ExportTraceServiceRequest):
@@ -128,14 +148,15 @@ def send(
                     request, start_ns = item.request, item.start_ns
                 if pace == "live" and start_ns is not None:
                     _sleep_until(start_ns)
-                while len(pending) >= 2 * concurrency:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        future.result()
-                body = request.SerializeToString()
-                pending.add(pool.submit(_post, client, endpoint, body, _span_count(request), max_retries, tally))
+                batch.append(request)
                 sessions += start_ns is not None
+                if len(batch) >= per_request:
+                    submit()
+            if batch:
+                submit()
         except KeyboardInterrupt:
+            if batch:
+                submit()
             interrupted = True
         except BaseException:
             for future in pending:
@@ -159,6 +180,13 @@ def flush(url: str, *, api_key: str | None = None, timeout: float = 600.0) -> di
         raise SendError(f"{endpoint} answered {response.status_code}: {_error_message(response)}")
     answer: dict[str, Any] = response.json()
     return answer
+
+
+def _merged(requests: list[ExportTraceServiceRequest]) -> ExportTraceServiceRequest:
+    merged = ExportTraceServiceRequest()
+    for request in requests:
+        merged.resource_spans.extend(request.resource_spans)
+    return merged
 
 
 def _span_count(request: ExportTraceServiceRequest) -> int:
