@@ -307,10 +307,12 @@ def test_replay_one_hour_into_a_server(tmp_path: Path) -> None:
     expected = list(Generator(4, parse_time(start), 120).sessions(until_ns=parse_time(start) + HOUR))
     with ServerProcess("sqlite:///" + str(tmp_path / "a.db"), cwd=tmp_path, grpc=False) as server:
         result = CliRunner().invoke(replay, ["--url", server.url, "--seed", "4", "--start", start,
-                                             "--duration", "1h", "--rate", "120", "--flush"],
+                                             "--duration", "1h", "--rate", "120", "--per-request", "7", "--flush"],
                                     catch_exceptions=False)
         assert result.exit_code == 0, result.output
-        assert result.output.startswith(f"sent {len(expected)} sessions, ")
+        spans = sum(len(ss.spans) for s in expected for rs in s.request.resource_spans for ss in rs.scope_spans)
+        requests = -(-len(expected) // 7)  # seven sessions a request, the last one fewer
+        assert result.output.startswith(f"sent {len(expected)} sessions, {spans} spans in {requests} requests ")
         items = httpx.get(server.url + "/api/v1/sessions", params={"limit": 1000}).json()["items"]
     assert 130 < len(expected) < 260  # about 1.55 x 120 around the 13:00 peak
     by_id = {item["session_id"]: item for item in items}

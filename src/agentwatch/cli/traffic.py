@@ -85,11 +85,13 @@ def _summary(result: SendResult, flushed: dict[str, Any] | None) -> str:
 @click.option("--agent-version", default="1.0.0", show_default=True, help="service.version of the agent.")
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64),
               help="Requests in flight at once.")
+@click.option("--per-request", default=1, show_default=True, type=click.IntRange(1, 1000),
+              help="Sessions in one OTLP request (a collector's batch processor sends many).")
 @click.option("--incident", "incidents", multiple=True, metavar="NAME[@START]",
               help="Switch on an incident (new_tool_error, off_policy_refund, new_agent_version, slow_intent, "
                    "goal_failures) from START [default: 10:00 UTC on day 3 of the replay]. Repeatable.")
 def replay(url: str, api_key: str | None, seed: int, start: str | None, duration: str, rate: float, live: bool,
-           flush: bool, agent_version: str, concurrency: int, incidents: tuple[str, ...]) -> None:
+           flush: bool, agent_version: str, concurrency: int, per_request: int, incidents: tuple[str, ...]) -> None:
     """Send a simulated support agent's sessions over OTLP, in event time."""
     from agentwatch.traffic import Generator, incident_from_spec, send
     from agentwatch.traffic import flush as flush_server
@@ -114,7 +116,8 @@ def replay(url: str, api_key: str | None, seed: int, start: str | None, duration
                           incidents=chosen)
     sessions = generator.sessions(until_ns=start_ns + int(seconds * NS_PER_S))
     try:
-        result = send(sessions, url, api_key=api_key, concurrency=concurrency, pace="live" if live else "max")
+        result = send(sessions, url, api_key=api_key, concurrency=concurrency, pace="live" if live else "max",
+                      per_request=per_request)
         flushed = flush_server(url, api_key=api_key) if flush else None
     except AgentwatchError as exc:
         raise click.ClickException(exc.message) from exc
