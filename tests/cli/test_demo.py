@@ -1,7 +1,7 @@
 """``agentwatch demo`` as a user runs it: a child process, its printed alert log, Ctrl-C (SIGINT) to stop.
 
 Each scenario must fire the alert kinds it promises (``Scenario.expected``) and ``steady`` none. The
-per-scenario runs replay two days of history each and are ``slow`` (two at a time in ``.ci/run``); the
+per-scenario runs replay two days of history each and are ``slow`` (README says how to run them); the
 default suite keeps a short one: a few hours of history with one off-policy refund, which pages.
 """
 

@@ -6,8 +6,8 @@ incidents start at 10:00 on day 3; delays are ``started_at`` minus that.
 Seed 1's new-tool-error and off-policy-refund replays run in the default
 suite; its other incidents, the steady weeks (seeds 1 to 5),
 the incidents of seeds 2 and 3, the repeated replay and the PostgreSQL replay
-are marked ``slow``: ``.ci/run`` runs them after the default suite, on two
-workers (``-n 2 --dist loadgroup``: the tests of one seed share a worker).
+are marked ``slow``, out of the README's test command; run them on two workers
+(``-m slow -n 2 --dist loadgroup``: the tests of one seed share a worker).
 """
 
 from __future__ import annotations
