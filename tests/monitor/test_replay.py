@@ -12,6 +12,8 @@ are marked ``slow``, out of the README's test command; run them on two workers
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -69,22 +71,32 @@ class Prefixes:
 
     def build(self, engine: str, seed: int) -> str:
         key = (engine, seed)
-        if key not in self.built:
-            if engine == "sqlite":
-                url = f"sqlite:///{self.folder / f'prefix-{seed}.db'}"
-            else:
-                url = self.pg.url(self.pg.create())
-            with Replay(url, self.judge) as replay:
-                replay.send(seed, START, PREFIX_END)
-                wait_for_evaluations(replay)
-                scores = replay.get("/api/v1/scores", evaluator="helpfulness", limit=1000,
-                                    until="2026-01-03T00:00:00Z")["items"]
-                for score in sorted(scores, key=lambda s: s["event_time"])[-PREFIX_LABELS:]:
-                    replay.post("/api/v1/labels", {"session_id": score["session_id"], "evaluator": "helpfulness",
-                                                   "verdict": "correct" if score["passed"] else "real_failure",
-                                                   "author": "reviewer-1"})
+        if key not in self.built and engine == "sqlite":
+            # Shared by the workers of one run: the first to need a seed builds it, the others wait and copy.
+            path = self.folder / f"prefix-{seed}.db"
+            with open(self.folder / f"prefix-{seed}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                done = path.with_suffix(".done")
+                if not done.exists():
+                    self._build(f"sqlite:///{path}", seed)
+                    done.touch()
+            self.built[key] = f"sqlite:///{path}"
+        elif key not in self.built:
+            url = self.pg.url(self.pg.create())
+            self._build(url, seed)
             self.built[key] = url
         return self.built[key]
+
+    def _build(self, url: str, seed: int) -> None:
+        with Replay(url, self.judge) as replay:
+            replay.send(seed, START, PREFIX_END)
+            wait_for_evaluations(replay)
+            scores = replay.get("/api/v1/scores", evaluator="helpfulness", limit=1000,
+                                until="2026-01-03T00:00:00Z")["items"]
+            for score in sorted(scores, key=lambda s: s["event_time"])[-PREFIX_LABELS:]:
+                replay.post("/api/v1/labels", {"session_id": score["session_id"], "evaluator": "helpfulness",
+                                               "verdict": "correct" if score["passed"] else "real_failure",
+                                               "author": "reviewer-1"})
 
     def copy(self, engine: str, seed: int, target: Path) -> str:
         source = self.build(engine, seed)
@@ -103,7 +115,13 @@ class Prefixes:
 @pytest.fixture(scope="session")
 def prefixes(tmp_path_factory: pytest.TempPathFactory, judge: FakeJudgeServer,
              pg_databases: Any) -> Iterator[Prefixes]:
-    found = Prefixes(tmp_path_factory.mktemp("replay-prefixes"), judge, pg_databases)
+    # The base folder of this run, one level above each xdist worker's own.
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    folder = shared / "replay-prefixes"
+    folder.mkdir(exist_ok=True)
+    found = Prefixes(folder, judge, pg_databases)
     yield found
     for (engine, _), url in found.built.items():
         if engine == "postgresql":
