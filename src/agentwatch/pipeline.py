@@ -7,7 +7,6 @@ import threading
 import time
 
 from sqlalchemy import Connection, select
-from sqlalchemy.exc import OperationalError
 
 from agentwatch.alert.notify import Dispatcher
 from agentwatch.alert.routes import load_routes
@@ -26,7 +25,7 @@ from agentwatch.normalize.redact import Redactor
 from agentwatch.settings import Settings
 from agentwatch.store import evaluations, retention
 from agentwatch.store import models as m
-from agentwatch.store.engine import retryable
+from agentwatch.store.engine import log_failed_pass
 from agentwatch.store.retention import RetentionPolicy
 from agentwatch.store.store import Store
 from agentwatch.store.writer import Writer
@@ -132,14 +131,8 @@ class Pipeline:
                 self.writer.call(self.writer.tick).result(timeout=60)
                 if ticks % RETENTION_EVERY_TICKS == 0:
                     self.apply_retention()
-            except OperationalError as exc:
-                if not retryable(exc):
-                    logger.exception("advancing the event-time clock failed")
-                else:  # retention met the writer on the same rows; its next pass drops what is still due
-                    logger.warning("a clock or retention pass was rolled back (%s); the next tick retries",
-                                   getattr(exc.orig, "sqlstate", None))
-            except Exception:  # noqa: BLE001 - the clock keeps ticking
-                logger.exception("advancing the event-time clock failed")
+            except Exception as exc:  # noqa: BLE001 - the clock keeps ticking; retention drops what is due next time
+                log_failed_pass(logger, exc, "advancing the event-time clock")
 
     def _watch(self) -> None:
         """The monitor's loop: check the ticks that became due, and queue repeat notifications."""

@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -32,15 +33,15 @@ T0 = 1_767_225_600_000_000_000
 
 
 @pytest.fixture
-def pg_store(pg_databases: object) -> Iterator[Store]:
-    name = pg_databases.create()  # type: ignore[attr-defined]
-    store = Store(pg_databases.url(name))  # type: ignore[attr-defined]
+def pg_store(pg_databases: Any) -> Iterator[Store]:
+    name = pg_databases.create()
+    store = Store(pg_databases.url(name))
     store.migrate()
     try:
         yield store
     finally:
         store.engine.dispose()
-        pg_databases.drop(name)  # type: ignore[attr-defined]
+        pg_databases.drop(name)
 
 
 def batch(project_id: int, rng: random.Random, session_id: str, start_ns: int) -> tuple[WriteBatch, str]:

@@ -21,8 +21,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
-
 from agentwatch.evaluate.base import EvalResult, Evaluator
 from agentwatch.evaluate.build import build
 from agentwatch.evaluate.catalogue import EXTERNAL_VERSION, Catalogue, EvaluatorSpec
@@ -31,7 +29,7 @@ from agentwatch.monitor import rollups
 from agentwatch.normalize import NormalizeOptions
 from agentwatch.sample import included
 from agentwatch.store import evaluations as ev
-from agentwatch.store.engine import retryable
+from agentwatch.store.engine import run_retrying
 from agentwatch.store.store import Store
 
 logger = logging.getLogger(__name__)
@@ -283,10 +281,6 @@ def _project_id(view: SessionView) -> int:
 
 #: Times a session waits for a retryable failure (a judge down) to pass before its errors are recorded.
 MAX_ATTEMPTS = 12
-#: Tries of a batch's transaction that the database rolled back as a deadlock or serialization failure.
-WRITE_ATTEMPTS = 3
-
-
 RETRY_BASE_S = 5.0
 RETRY_CAP_S = 300.0
 
@@ -394,22 +388,13 @@ class EvaluationWorker:
         """Write every scored session waiting, in one transaction (one at a time if that fails)."""
         ready, self._ready = self._ready, []
         gone, self._gone = self._gone, []
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                self.scorer.store_batch(ready, gone)
-                self.done += len(ready)
-                return
-            except OperationalError as exc:
-                if not retryable(exc) or attempt == WRITE_ATTEMPTS:
-                    logger.exception("writing %d evaluated sessions failed; writing them one by one", len(ready))
-                    break
-                # A deadlock or serialization failure rolled the whole transaction back: try it again.
-                logger.warning("writing %d evaluated sessions was rolled back (%s); attempt %d of %d",
-                               len(ready), getattr(exc.orig, "sqlstate", None), attempt + 1, WRITE_ATTEMPTS)
-                time.sleep(0.05 * attempt)
-            except Exception:  # noqa: BLE001 - isolate the session that fails; the others are written
-                logger.exception("writing %d evaluated sessions failed; writing them one by one", len(ready))
-                break
+        try:
+            run_retrying(lambda: self.scorer.store_batch(ready, gone), f"writing {len(ready)} evaluated sessions",
+                         log=logger, pause_s=0.05)
+            self.done += len(ready)
+            return
+        except Exception:  # noqa: BLE001 - isolate the session that fails; the others are written
+            logger.exception("writing %d evaluated sessions failed; writing them one by one", len(ready))
         for item in ready:
             try:
                 self.scorer.store_batch([item])

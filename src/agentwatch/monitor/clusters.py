@@ -22,6 +22,7 @@ under its 7-day baseline rate: P(X >= c | (c_b + 0.5) / T_b) < ``surge_p``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -124,7 +125,7 @@ def occurrences(conn: Connection, project_id: int, since_ns: int, until_ns: int,
     if reasons is not None and not reasons.evaluators and not reasons.external:
         out.sort(key=lambda o: (o.event_ns, o.source, o.order))
         return out
-    chosen = (None if reasons is None else (tuple(sorted(reasons.evaluators)), reasons.external))
+    chosen = None if reasons is None else (tuple(sorted(reasons.evaluators)), reasons.external)
     rows = conn.execute(_failed_scores_query(chosen), window)
     for score_row in rows:
         event_ns, evaluator, reason, session_id, probability, score_id, user_id, service, trace_id = tuple(score_row)
@@ -138,49 +139,38 @@ def occurrences(conn: Connection, project_id: int, since_ns: int, until_ns: int,
     return out
 
 
-_QUERIES: dict[Any, Any] = {}
-
-
+@functools.cache
 def _failed_spans_query() -> Any:
     """The failed spans of a window, with their session's user and service (a tool span rarely carries
     the user itself); built once."""
-    query = _QUERIES.get("spans")
-    if query is None:
-        sp, se = m.spans.c, m.sessions.c
-        query = _QUERIES["spans"] = (
-            select(sp.end_ns, sp.kind, sp.name, sp.tool_name, sp.status_message, sp.error_type, sp.session_id,
+    sp, se = m.spans.c, m.sessions.c
+    return (select(sp.end_ns, sp.kind, sp.name, sp.tool_name, sp.status_message, sp.error_type, sp.session_id,
                    sp.trace_id, sp.span_id, func.coalesce(se.user_id, sp.user_id),
                    func.coalesce(se.service, sp.service))
             .select_from(m.spans.outerjoin(m.sessions, (se.project_id == sp.project_id)
                                            & (se.session_id == sp.session_id)))
             .where(sp.project_id == bindparam("b_project"), sp.success.is_(False),
                    sp.end_ns >= bindparam("b_since"), sp.end_ns < bindparam("b_until")))
-    return query
 
 
+@functools.cache
 def _failed_scores_query(chosen: tuple[tuple[str, ...], bool] | None) -> Any:
     """The failing scores of a window (of the ``chosen`` evaluators, and external ones when asked); built once
     per choice."""
-    key = ("scores", chosen)
-    query = _QUERIES.get(key)
-    if query is None:
-        sc, se = m.scores.c, m.sessions.c
-        where = [sc.project_id == bindparam("b_project"), sc.passed.is_(False), sc.shadow.is_(False),
-                 sc.status == "ok", sc.event_time_ns >= bindparam("b_since"),
-                 sc.event_time_ns < bindparam("b_until")]
-        if chosen is not None:
-            evaluators, external = chosen
-            picked: ColumnElement[bool] = sc.evaluator.in_(list(evaluators))
-            if external:
-                picked = or_(picked, sc.evaluator.startswith(EXTERNAL_PREFIX, autoescape=True))
-            where.append(picked)
-        query = _QUERIES[key] = (
-            select(sc.event_time_ns, sc.evaluator, sc.reason, sc.session_id, sc.inclusion_probability, sc.id,
+    sc, se = m.scores.c, m.sessions.c
+    where = [sc.project_id == bindparam("b_project"), sc.passed.is_(False), sc.shadow.is_(False),
+             sc.status == "ok", sc.event_time_ns >= bindparam("b_since"), sc.event_time_ns < bindparam("b_until")]
+    if chosen is not None:
+        evaluators, external = chosen
+        picked: ColumnElement[bool] = sc.evaluator.in_(list(evaluators))
+        if external:
+            picked = or_(picked, sc.evaluator.startswith(EXTERNAL_PREFIX, autoescape=True))
+        where.append(picked)
+    return (select(sc.event_time_ns, sc.evaluator, sc.reason, sc.session_id, sc.inclusion_probability, sc.id,
                    se.user_id, se.service, first_trace(sc.project_id, sc.session_id))
             .select_from(m.scores.join(m.sessions, (se.project_id == sc.project_id)
                                        & (se.session_id == sc.session_id)))
             .where(*where))
-    return query
 
 
 class Miner:

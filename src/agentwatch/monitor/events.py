@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Iterable
 
 from sqlalchemy import Connection, bindparam, func, select
@@ -36,20 +37,15 @@ AGREE = ("correct", "real_failure")
 DISAGREE = ("false_positive", "false_negative")
 
 
-_QUERIES: dict[tuple[str, ...], Any] = {}
-
-
+@functools.cache
 def _paging_failures_query(evaluators: tuple[str, ...]) -> Any:
     """The failing scores of the paging ``evaluators`` in a window, with their series, whether a label
     confirmed them and the session's first trace; built once per set of evaluators."""
-    query = _QUERIES.get(evaluators)
-    if query is None:
-        sc, se, lb = m.scores.c, m.sessions.c, m.labels.c
-        confirmed = (select(func.count()).where(lb.project_id == sc.project_id, lb.session_id == sc.session_id,
-                                                lb.evaluator == sc.evaluator, lb.verdict.in_(AGREE))
-                     .scalar_subquery())
-        query = _QUERIES[evaluators] = (
-            select(sc.evaluator, sc.evaluator_version, sc.session_id, sc.event_time_ns, sc.inclusion_probability,
+    sc, se, lb = m.scores.c, m.sessions.c, m.labels.c
+    confirmed = (select(func.count()).where(lb.project_id == sc.project_id, lb.session_id == sc.session_id,
+                                            lb.evaluator == sc.evaluator, lb.verdict.in_(AGREE))
+                 .scalar_subquery())
+    return (select(sc.evaluator, sc.evaluator_version, sc.session_id, sc.event_time_ns, sc.inclusion_probability,
                    sc.reason, se.service, se.agent_version, se.intent, confirmed,
                    first_trace(sc.project_id, sc.session_id))
             .select_from(m.scores.join(m.sessions, (se.project_id == sc.project_id)
@@ -58,7 +54,6 @@ def _paging_failures_query(evaluators: tuple[str, ...]) -> Any:
                    sc.passed.is_(False), sc.status == "ok", sc.shadow.is_(False),
                    sc.event_time_ns >= bindparam("b_since"), sc.event_time_ns < bindparam("b_until"))
             .order_by(sc.event_time_ns, sc.id))
-    return query
 
 
 def rare_events(conn: Connection, project_id: int, tick_ns: int, specs: Iterable[Any],

@@ -14,8 +14,7 @@ the buckets they read, never to the sessions stored.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
+import functools
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -55,26 +54,12 @@ def sketch_from_bytes(data: bytes | None) -> Any:
     return DDSketchProto.from_proto(message)  # type: ignore[no-untyped-call]
 
 
-#: Stored sketches read back, by their bytes: a check reads the same minutes' sketches again at each
-#: tick, and reading one back adds its bins one at a time. A bucket that changes has other bytes.
-_DECODED: OrderedDict[bytes, Any] = OrderedDict()
-_DECODED_MAX = 50_000
-_DECODED_LOCK = threading.Lock()
-
-
+@functools.lru_cache(maxsize=50_000)
 def _decoded(data: bytes) -> Any:
-    """The sketch stored as ``data``, shared: merge it into another, never change it."""
-    with _DECODED_LOCK:
-        found = _DECODED.get(data)
-        if found is not None:
-            _DECODED.move_to_end(data)
-            return found
-    found = sketch_from_bytes(data)
-    with _DECODED_LOCK:
-        _DECODED[data] = found
-        while len(_DECODED) > _DECODED_MAX:
-            _DECODED.popitem(last=False)
-    return found
+    """The sketch stored as ``data``, shared: merge it into another, never change it. A check reads the
+    same minutes' sketches again at each tick, and reading one back adds its bins one at a time; a
+    bucket that changes has other bytes."""
+    return sketch_from_bytes(data)
 
 
 @dataclass(frozen=True)
@@ -307,25 +292,17 @@ def series_totals(conn: Connection, project_id: int, dimension: str, *, since_ns
     return out
 
 
-#: The statements of series_totals by (table, group_by, label names): built once, so a check's many
-#: reads cost their SQL, not the building of the same expression again.
-_TOTALS_QUERIES: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
-
-
+@functools.cache
 def _totals_query(table: Any, group_by: tuple[str, ...], names: tuple[str, ...]) -> Any:
-    key = (table.name, group_by, names)
-    query = _TOTALS_QUERIES.get(key)
-    if query is None:
-        r = table.c
-        where = [r.project_id == bindparam("b_project"), r.dimension == bindparam("b_dimension"),
-                 r.minute_ns >= bindparam("b_lo"), r.minute_ns < bindparam("b_hi")]
-        where += [r[name] == bindparam(f"b_label_{name}") for name in names]
-        columns = [r[name] for name in group_by]
-        query = select(*columns, *(func.sum(r[name]) for name in _ADDED)).where(*where)
-        if columns:
-            query = query.group_by(*columns)
-        _TOTALS_QUERIES[key] = query
-    return query
+    """The statement of series_totals for a table, group_by and label names: built once, so a check's
+    many reads cost their SQL, not the building of the same expression again."""
+    r = table.c
+    where = [r.project_id == bindparam("b_project"), r.dimension == bindparam("b_dimension"),
+             r.minute_ns >= bindparam("b_lo"), r.minute_ns < bindparam("b_hi")]
+    where += [r[name] == bindparam(f"b_label_{name}") for name in names]
+    columns = [r[name] for name in group_by]
+    query = select(*columns, *(func.sum(r[name]) for name in _ADDED)).where(*where)
+    return query.group_by(*columns) if columns else query
 
 
 def hourly_totals(conn: Connection, project_id: int, dimension: str, *, since_ns: int, until_ns: int,

@@ -29,6 +29,7 @@ sessions, except the handful of example ids an alert carries.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from statistics import NormalDist
@@ -512,25 +513,17 @@ def _template_bad(conn: Connection, project_id: int, spec: SloSpec, template_ids
     return out
 
 
-#: The statements of _Reader.window_counts by (columns, label names, number of windows), built once.
-_WINDOW_QUERIES: dict[tuple[tuple[str, ...], tuple[str, ...], int], Any] = {}
-
-
+@functools.cache
 def _window_query(columns: tuple[str, ...], names: tuple[str, ...], windows: int) -> Any:
-    key = (columns, names, windows)
-    query = _WINDOW_QUERIES.get(key)
-    if query is None:
-        r = m.rollups.c
-        where = [r.project_id == bindparam("b_project"), r.dimension == bindparam("b_dimension"),
-                 r.minute_ns >= bindparam("b_since"), r.minute_ns < bindparam("b_until"),
-                 *(r[name] == bindparam(f"b_label_{name}") for name in names)]
-        sums = [func.sum(case((r.minute_ns >= bindparam(f"b_since_{i}"), column), else_=0))
-                for i in range(windows) for column in (r.weighted_count, r.weighted_failures, r.count, r.errors)]
-        query = select(*(r[name] for name in columns), *sums).where(*where)
-        if columns:
-            query = query.group_by(*(r[name] for name in columns))
-        _WINDOW_QUERIES[key] = query
-    return query
+    """The statement of _Reader.window_counts for its columns, label names and number of windows, built once."""
+    r = m.rollups.c
+    where = [r.project_id == bindparam("b_project"), r.dimension == bindparam("b_dimension"),
+             r.minute_ns >= bindparam("b_since"), r.minute_ns < bindparam("b_until"),
+             *(r[name] == bindparam(f"b_label_{name}") for name in names)]
+    sums = [func.sum(case((r.minute_ns >= bindparam(f"b_since_{i}"), column), else_=0))
+            for i in range(windows) for column in (r.weighted_count, r.weighted_failures, r.count, r.errors)]
+    query = select(*(r[name] for name in columns), *sums).where(*where)
+    return query.group_by(*(r[name] for name in columns)) if columns else query
 
 
 class _Reader:

@@ -8,8 +8,10 @@ revisions applied at start, one transaction each.
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -17,8 +19,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from agentwatch.errors import MigrationError, StoreError
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -87,8 +92,42 @@ def head_revision() -> str:
 #: PostgreSQL's SQLSTATEs for a transaction it rolled back that can simply be tried again:
 #: a serialization failure and a deadlock (one of two transactions taking the same rows in other orders).
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+#: Tries of a transaction that keeps being rolled back as one of those.
+WRITE_ATTEMPTS = 3
 
 
 def retryable(exc: BaseException) -> bool:
     """True when ``exc`` is a database error whose transaction may be run again as it was."""
-    return getattr(getattr(exc, "orig", None), "sqlstate", None) in RETRYABLE_SQLSTATES
+    return _sqlstate(exc) in RETRYABLE_SQLSTATES
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None)
+
+
+def run_retrying(transaction: Callable[[], T], what: str, *, log: logging.Logger,
+                 before_retry: Callable[[], None] | None = None, pause_s: float = 0.02) -> T:
+    """Run ``transaction`` (a whole transaction); again, up to :data:`WRITE_ATTEMPTS` times in all, while
+    the database rolls it back as retryable. Each retry logs a warning naming ``what`` and the SQLSTATE;
+    the last error, or any other, is raised."""
+    for attempt in range(1, WRITE_ATTEMPTS):
+        try:
+            return transaction()
+        except OperationalError as exc:
+            if not retryable(exc):
+                raise
+            if before_retry is not None:
+                before_retry()
+            log.warning("%s was rolled back (%s); attempt %d of %d", what, _sqlstate(exc), attempt + 1,
+                        WRITE_ATTEMPTS)
+            time.sleep(pause_s * attempt)
+    return transaction()
+
+
+def log_failed_pass(log: logging.Logger, exc: BaseException, what: str) -> None:
+    """Log a periodic pass that failed and that the next pass repeats: a warning when the database only
+    rolled it back as retryable, else the error with its traceback."""
+    if retryable(exc):
+        log.warning("%s was rolled back (%s); the next pass retries", what, _sqlstate(exc))
+    else:
+        log.exception("%s failed; the next pass retries", what)

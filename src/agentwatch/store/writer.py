@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from agentwatch._types import RawLogRecord, Resource
 from agentwatch.sessions.summary import SPAN_COLUMNS, Summary, summarize
 from agentwatch.store import models as m
-from agentwatch.store.engine import retryable
+from agentwatch.store.engine import log_failed_pass, run_retrying
 from agentwatch.store.models import utcnow
 from agentwatch.store.statements import Statements
 
@@ -42,8 +42,6 @@ logger = logging.getLogger(__name__)
 MAX_FUTURE_SKEW_NS = 3600 * 10**9
 _CHUNK = 500
 _CHUNK_ROWS = 200
-#: Tries of a transaction the database rolled back as a deadlock or a serialization failure.
-WRITE_ATTEMPTS = 3
 
 
 class WriteRejected(Exception):
@@ -165,14 +163,8 @@ class Writer:
             self._commit_batches(batches)
             try:
                 self._maybe_complete(force=False)
-            except OperationalError as exc:
-                if not retryable(exc):
-                    logger.exception("completing sessions failed; the next pass retries")
-                else:
-                    logger.warning("a completion pass was rolled back (%s); the next pass retries",
-                                   getattr(exc.orig, "sqlstate", None))
-            except Exception:  # noqa: BLE001 - the writer outlives a failed completion pass
-                logger.exception("completing sessions failed; the next pass retries")
+            except Exception as exc:  # noqa: BLE001 - the writer outlives a failed completion pass
+                log_failed_pass(logger, exc, "completing sessions")
             if control is not None:
                 self._run_control(control)
             if stop:
@@ -186,7 +178,8 @@ class Writer:
 
     def _commit_batches(self, batches: list[WriteBatch]) -> None:
         try:
-            self._write_retrying(batches)
+            run_retrying(lambda: self._write(batches), f"a write of {len(batches)} batches", log=logger,
+                         before_retry=self._forget)
         except Exception as exc:  # noqa: BLE001
             self._forget()
             if len(batches) == 1:
@@ -204,21 +197,6 @@ class Writer:
             return
         for batch in batches:
             _resolve(batch.future, len(batch.spans))
-
-    def _write_retrying(self, batches: list[WriteBatch]) -> None:
-        """:meth:`_write`, again when the database rolled it back as a deadlock or serialization failure
-        (another process, or retention, took the same rows in another order); nothing was acknowledged yet."""
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                self._write(batches)
-                return
-            except OperationalError as exc:
-                if not retryable(exc) or attempt == WRITE_ATTEMPTS:
-                    raise
-                self._forget()
-                logger.warning("a write of %d batches was rolled back (%s); attempt %d of %d",
-                               len(batches), getattr(exc.orig, "sqlstate", None), attempt + 1, WRITE_ATTEMPTS)
-                time.sleep(0.02 * attempt)
 
     def _forget(self) -> None:
         """Drop what a rolled-back transaction may have taught the caches."""

@@ -80,6 +80,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
 #: Sessions per OTLP request while the history is sent.
 HISTORY_PER_REQUEST = 20
 
+
 def wait_ready(url: str, timeout_s: float = 30.0, stop: threading.Event | None = None) -> bool:
     """True once ``{url}/readyz`` answers 200."""
     deadline = time.monotonic() + timeout_s
