@@ -24,7 +24,7 @@ single-core limit measured on the same bodies in the same run (decode + walk +
 ``sqlite3`` insert, as ``bench/ingest.py`` defines it), the evaluation lag per
 minute (the oldest queued completed session: event time behind the watermark
 and wall time queued), request latency p50/p99, peak RSS of every process
-(server, decode workers, judge, this client), bytes on disk per stored span and
+(server, decode workers, evaluation processes, judge, this client), bytes on disk per stored span and
 per retained session, the load average before and after.
 
     .venv/bin/python bench/steady.py                                  # temp SQLite, >= 5 min and 1M spans
@@ -387,6 +387,23 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+#: What the server's children are called here: its evaluation processes name themselves aw-evaluate-N.
+_SERVER_CHILDREN = ("decode worker", "evaluation process", "server child")
+
+
+def _role(pid: int) -> str:
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "server child"
+    if comm.startswith("aw-evaluate"):
+        return "evaluation process"
+    if b"resource_tracker" in cmdline:
+        return "server child"
+    return "decode worker"
+
+
 @dataclass
 class Sample:
     at: float
@@ -579,7 +596,7 @@ def _drive(args: argparse.Namespace, server: ServerProcess, db: Database, bodies
         stats = {"judge": ProcStats(judge_pid), "client": ProcStats(os.getpid())}
         while not done.wait(5.0):
             for child in _children(pid):
-                stats.setdefault(f"decode worker {child}", ProcStats(child))
+                stats.setdefault(f"{_role(child)} {child}", ProcStats(child))
             stats["server"] = ProcStats(pid)
             for name, st in stats.items():
                 kb = st.memory_kb("VmHWM")
@@ -648,7 +665,7 @@ def _drive(args: argparse.Namespace, server: ServerProcess, db: Database, bodies
     figures["per_minute"] = per_minute
     figures["peak_rss_mb"] = {k: round(v / 1024, 1) for k, v in sorted(peaks.items())}
     figures["cpu_s"] = {k: round(v[1] - v[0], 1) for k, v in sorted(cpu.items())}
-    served = sum(v for k, v in figures["cpu_s"].items() if k == "server" or k.startswith("decode worker"))
+    served = sum(v for k, v in figures["cpu_s"].items() if k == "server" or k.startswith(_SERVER_CHILDREN))
     figures["server_cpu_us_per_span"] = 1e6 * served / load.accepted_spans if load.accepted_spans else None
     kept = retained(db)
     figures["store_counts"] = kept
@@ -690,7 +707,7 @@ def summarize(f: dict[str, Any]) -> str:
                  "stopped")
     lines.append("peak RSS:     " + ", ".join(f"{k} {v:,.0f} MB" for k, v in f["peak_rss_mb"].items()))
     lines.append("CPU:          " + ", ".join(f"{k} {v:,.0f} s" for k, v in f["cpu_s"].items())
-                 + f" over the load; server and decode workers {_n(f['server_cpu_us_per_span'], ',.0f')} us per "
+                 + f" over the load; server and its children {_n(f['server_cpu_us_per_span'], ',.0f')} us per "
                  "accepted span (ingest and evaluation together)")
     c = f["store_counts"]
     lines.append(f"store:        {c['stored_spans']:,} spans, {c['sessions']:,} sessions "

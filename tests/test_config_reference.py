@@ -67,6 +67,7 @@ def probes() -> dict[str, dict[str, Any]]:
         "": {PROBE: 1},
         "sessions.": {"sessions": {PROBE: 1}},
         "ingest.": {"ingest": {PROBE: 1}},
+        "evaluation.": {"evaluation": {PROBE: 1}},
         "pricing.MODEL.": {"pricing": {"m": {PROBE: 1}}},
         "sampling.": {"sampling": {PROBE: 1}},
         "evaluators[].": {"evaluators": [{**_RULE, PROBE: 1}]},

@@ -14,14 +14,13 @@ from agentwatch.auth import Auth
 from agentwatch.errors import Unavailable
 from agentwatch.evaluate.catalogue import load_catalogue
 from agentwatch.evaluate.engine import EvaluationWorker, Scorer
+from agentwatch.evaluate.processes import EvaluationProcesses, normalize_options
 from agentwatch.ingest.memory import GuardedBudget, MemoryGuard
 from agentwatch.ingest.receiver import Budget, DecodePool, Receiver
 from agentwatch.monitor import rollups, slo
 from agentwatch.monitor.base import MonitorConfig
 from agentwatch.monitor.checker import Monitor
 from agentwatch.normalize import NormalizeOptions
-from agentwatch.normalize.pricing import PriceTable
-from agentwatch.normalize.redact import Redactor
 from agentwatch.settings import Settings
 from agentwatch.store import evaluations, retention
 from agentwatch.store import models as m
@@ -47,12 +46,7 @@ class Pipeline:
         self.settings = settings
         self.store = store or Store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         self.default_project_id = self.store.ensure_project(settings.project)
-        self.options = NormalizeOptions(
-            intent_attributes=settings.intent_attributes,
-            prices=PriceTable.builtin().with_overrides(settings.pricing),
-            redaction=Redactor.from_section(settings.sections.get("redaction"),
-                                            settings.config_path or "agentwatch.yaml"),
-        )
+        self.options: NormalizeOptions = normalize_options(settings)
         self.catalogue = load_catalogue(settings.sections, settings.config_path)
         where = settings.config_path or "agentwatch.yaml"
         self.monitor_config = MonitorConfig.from_section(settings.sections.get("alerts"), where)
@@ -69,6 +63,8 @@ class Pipeline:
                                                       settings.config_path or "agentwatch.yaml")
         self.scorer = Scorer(self.store, self.catalogue, self.options)
         self.worker = EvaluationWorker(self.scorer)
+        #: Set (by ``serve``) to score in processes of their own instead of the in-process worker.
+        self.evaluation_processes: EvaluationProcesses | None = None
         self.memory = MemoryGuard(settings.memory_limit_mb * 2**20) if settings.memory_limit_mb else None
         self.budget = (GuardedBudget(settings.max_inflight_bytes, self.memory) if self.memory
                        else Budget(settings.max_inflight_bytes))
@@ -85,7 +81,10 @@ class Pipeline:
     def start(self) -> None:
         self._shadow(evaluations.register_evaluators(self.store.engine, self.catalogue.scored))
         self.writer.start()
-        self.worker.start()
+        if self.evaluation_processes is not None:
+            self.evaluation_processes.start()
+        else:
+            self.worker.start()
         if self.memory is not None:
             self.memory.start()
         if self.settings.decode_processes and self.receiver.pool is None:
@@ -129,6 +128,8 @@ class Pipeline:
             ticks += 1
             try:
                 self.writer.call(self.writer.tick).result(timeout=60)
+                if self.evaluation_processes is not None:
+                    self.evaluation_processes.revive()
                 if ticks % RETENTION_EVERY_TICKS == 0:
                     self.apply_retention()
             except Exception as exc:  # noqa: BLE001 - the clock keeps ticking; retention drops what is due next time
@@ -176,7 +177,7 @@ class Pipeline:
         until every queued evaluation is written."""
         result: dict[str, int] = self.writer.call(lambda: self.writer.flush(project_id)).result()
         deadline = time.monotonic() + timeout_s
-        while (left := evaluations.pending(self.store.engine, project_id)) and self.worker.alive:
+        while (left := evaluations.pending(self.store.engine, project_id)) and self.evaluating:
             if time.monotonic() > deadline:
                 raise Unavailable(f"{left} evaluations still queued after {timeout_s:.0f}s (is a judge down?); "
                                   "sessions are complete, flush again to wait for the rest")
@@ -198,8 +199,22 @@ class Pipeline:
             self.receiver.pool = None
         self.writer.stop()
         self.worker.stop()
+        if self.evaluation_processes is not None:
+            self.evaluation_processes.stop()
         if self.memory is not None:
             self.memory.stop()
+
+    @property
+    def evaluating(self) -> bool:
+        """Something drains the evaluation queue: the in-process worker or an evaluation process."""
+        return self.worker.alive or (self.evaluation_processes is not None and self.evaluation_processes.alive)
+
+    @property
+    def evaluation_counts(self) -> tuple[EvaluationWorker | EvaluationProcesses, Scorer | EvaluationProcesses]:
+        """Where jobs done/failed/postponed and scores by outcome are counted, for ``/metrics``."""
+        if self.evaluation_processes is not None:
+            return self.evaluation_processes, self.evaluation_processes
+        return self.worker, self.scorer
 
     @property
     def ready(self) -> bool:

@@ -106,7 +106,7 @@ def _workers(value: object) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"expected auto or a number of processes (0 decodes in the server process), got {value!r}")
+        raise ValueError(f"expected auto or a number of processes (0: in the server process), got {value!r}")
     return value
 
 
@@ -140,6 +140,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ingest.decode_workers", "auto",
             "Processes that decode and normalize OTLP/HTTP trace bodies: auto (one per core but one, at most 4) "
             "or a number; 0 decodes in the server process.", _workers, "AGENTWATCH_DECODE_WORKERS"),
+    Setting("evaluation.workers", "auto",
+            "Processes that score completed sessions: auto (one when the machine has two cores or more, else 0) "
+            "or a number; 0 scores in the server process.", _workers, "AGENTWATCH_EVALUATION_WORKERS"),
     Setting("ingest.sqlite_synchronous", "normal",
             "SQLite synchronous mode: normal survives a process crash, full also a power loss.", _synchronous),
     Setting("pricing", {}, "Extra or overriding model prices in USD per million tokens.", _pricing),
@@ -167,6 +170,8 @@ class Settings:
     memory_limit_mb: int = 0
     #: -1 means auto.
     decode_workers: int = -1
+    #: -1 means auto.
+    evaluation_workers: int = -1
     sqlite_synchronous: str = "normal"
     pricing: dict[str, dict[str, float]] = field(default_factory=dict)
     config_path: str | None = None
@@ -183,6 +188,13 @@ class Settings:
             return self.decode_workers
         return max(0, min(4, (os.cpu_count() or 1) - 1))
 
+    @property
+    def evaluation_processes(self) -> int:
+        """How many evaluation processes ``serve`` runs (0: the server process scores)."""
+        if self.evaluation_workers >= 0:
+            return self.evaluation_workers
+        return 1 if (os.cpu_count() or 1) >= 2 else 0
+
 
 _FIELD_OF_KEY = {
     "project": "project",
@@ -196,6 +208,7 @@ _FIELD_OF_KEY = {
     "ingest.max_batch_spans": "max_batch_spans",
     "ingest.memory_limit_mb": "memory_limit_mb",
     "ingest.decode_workers": "decode_workers",
+    "evaluation.workers": "evaluation_workers",
     "ingest.sqlite_synchronous": "sqlite_synchronous",
     "pricing": "pricing",
 }
@@ -277,7 +290,7 @@ def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         if key in ("project", "database_url", "public_url", "pricing"):
             _set(values, path, line, key, value)
             continue
-        if key in ("sessions", "ingest"):
+        if key in ("sessions", "ingest", "evaluation"):
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}, line {line}, key {key}: expected a mapping")
             for sub, subvalue in value.items():

@@ -907,3 +907,39 @@ def test_tool_error_on_tau_bench() -> None:
     assert result.reason.startswith("tool book_reservation failed: result matches '^\\\\s*(?:error|exception|fatal)\\\\b': "
                                     "Error: payment amount does not add up, total price is 375")
     assert run(ToolError(), tau_view(data[2])).reason == "7 tool call(s) succeeded"
+
+
+def test_tool_error_precheck_agrees_with_each_pattern_on_real_and_edge_texts() -> None:
+    """The pre-check (each default's words; other patterns joined in one) leaves out only patterns that do not
+    match: checked on every string of the tau-bench transcripts and on each pattern's errors, in other cases
+    and with non-ASCII look-alikes."""
+    rule = ToolError()
+    texts: list[str] = []
+
+    def strings(value: Any) -> None:
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                strings(item)
+
+    strings(json.loads(TAU_BENCH.read_text()))
+    texts += ["Error: flight not found", "  \tfatal: disk", "EXCEPTION raised", "Expired access token", "TOKEN IS REVOKED",
+              "unauthorised", "403 Forbidden", "Permission denied", "rate-limited", "Ratelimit hit", "Too Many Requests",
+              "request timed out", "TIME-OUT", "Service Unavailable", "Internal Server Error", "502 Bad Gateway",
+              "HTTP 401", "status: 503", "code=429", "error - 500", "ſervice unavailable", "\u00a0error", "ok"]
+
+    def matching(r: ToolError, text: str, patterns: Any) -> list[str]:
+        return [p.pattern for p in patterns if p.search(text)]
+
+    disagreements = [t[:80] for t in texts if matching(rule, t, rule._candidates(t))  # noqa: SLF001
+                     != matching(rule, t, rule._patterns)]  # noqa: SLF001
+    assert len(texts) > 5000
+    assert disagreements == []
+    assert list(rule._candidates("the order shipped on the 5th")) == []  # noqa: SLF001 - no word of the defaults
+    custom = ToolError({"patterns": ["shipped", "lost"]})
+    assert [p.pattern for p in custom._candidates("the order shipped")] == ["shipped", "lost"]  # noqa: SLF001
+    assert list(custom._candidates("the order arrived")) == []  # noqa: SLF001

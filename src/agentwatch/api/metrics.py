@@ -31,7 +31,8 @@ class PipelineCollector:
 
     def collect(self) -> Iterator[Metric]:
         p = self.pipeline
-        receiver, writer, worker, budget = p.receiver, p.writer, p.worker, p.budget
+        receiver, writer, budget = p.receiver, p.writer, p.budget
+        worker, scorer = p.evaluation_counts
         yield CounterMetricFamily("agentwatch_ingest_spans_accepted", "Spans committed.", receiver.spans_accepted)
         yield CounterMetricFamily("agentwatch_ingest_spans_rejected", "Spans refused (partial success).",
                                   receiver.spans_rejected)
@@ -53,12 +54,12 @@ class PipelineCollector:
         yield CounterMetricFamily("agentwatch_evaluations_postponed",
                                   "Evaluation jobs put off because a judge was down.", worker.postponed)
         yield CounterMetricFamily("agentwatch_evaluator_errors", "Evaluations that ended in an error.",
-                                  p.scorer.errors)
+                                  scorer.errors)
         yield GaugeMetricFamily("agentwatch_evaluations_queued", "Evaluation jobs in the queue.",
                                 evaluations.pending(p.store.engine))
         outcomes = CounterMetricFamily("agentwatch_scores", "Scores written, by evaluator and outcome.",
                                        labels=["evaluator", "outcome"])
-        for (name, outcome), count in sorted(p.scorer.outcomes.items()):
+        for (name, outcome), count in sorted(scorer.outcomes.items()):
             outcomes.add_metric([name, outcome], count)
         yield outcomes
         yield from self._monitor()

@@ -136,6 +136,12 @@ def run_server(host: str, port: int, grpc_port: int, config: str | None, databas
             from agentwatch.ingest.receiver import DecodePool
 
             pipeline.receiver.pool = DecodePool(pipeline.settings.decode_processes, pipeline.options)
+        if pipeline.settings.evaluation_processes and pipeline.evaluation_processes is None:
+            from agentwatch.evaluate.processes import EvaluationProcesses
+
+            pipeline.evaluation_processes = EvaluationProcesses(pipeline.settings.evaluation_processes,
+                                                                pipeline.settings)
+            pipeline.evaluation_processes.start()
         if on_started is not None:
             on_started(f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}", store, server)
     finally:

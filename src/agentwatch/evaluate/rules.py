@@ -177,6 +177,14 @@ DEFAULT_ERROR_PATTERNS: tuple[str, ...] = (
     r"\bbad gateway\b",
     r"\b(?:http|status|code|error)\W{0,3}(?:401|403|429|5\d\d)\b",
 )
+#: The words (any one of them, case aside) that every match of each default pattern holds, in the same order:
+#: on an ASCII text a pattern is tried only when one of its words is in it, a substring test instead of a
+#: pattern tried at every position.
+_DEFAULT_ERROR_WORDS: tuple[tuple[str, ...], ...] = (
+    ("error", "exception", "fatal"), ("token", "key", "credential"), ("token",), ("unauthori",), ("forbidden",),
+    ("permission denied",), ("limit",), ("too many requests",), ("timed out",), ("time",),
+    ("service unavailable",), ("internal server error",), ("bad gateway",), ("http", "status", "code", "error"),
+)
 #: Keys whose integer value in 400-599 marks a result as an HTTP error (``{"status": 503}``).
 _STATUS_KEYS = ("status", "status_code", "statusCode", "http_status")
 
@@ -411,6 +419,17 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
+def _any_of(patterns: Sequence[re.Pattern[str]], flags: int) -> re.Pattern[str] | None:
+    """One pattern that matches where any of ``patterns`` does, to rule out a text in one pass; None when
+    they cannot be joined (capturing groups that a backreference might count, inline global flags)."""
+    if len(patterns) < 2 or any(pattern.groups for pattern in patterns):
+        return None
+    try:
+        return re.compile("|".join(f"(?:{pattern.pattern})" for pattern in patterns), flags)
+    except re.error:
+        return None
+
+
 _MISSING = object()
 
 
@@ -515,6 +534,8 @@ class ToolError(Rule):
             error_keys=("error", "errors") if keys is None else keys,
         )
         self._patterns = p.regexes("patterns", self.params.patterns, re.IGNORECASE)
+        self._any = _any_of(self._patterns, re.IGNORECASE)
+        self._words = _DEFAULT_ERROR_WORDS if self.params.patterns == DEFAULT_ERROR_PATTERNS else None
 
     def problem(self, call: ToolCall) -> str | None:
         """What is wrong with ``call``, or None when it succeeded."""
@@ -532,10 +553,20 @@ class ToolError(Rule):
                 if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
                     return f"result has {key!r}: {value}"
         for text in _strings(result):
-            for pattern in self._patterns:
+            for pattern in self._candidates(text):
                 if pattern.search(text):
                     return f"result matches {pattern.pattern!r}: {_short(text)}"
         return None
+
+    def _candidates(self, text: str) -> Sequence[re.Pattern[str]]:
+        """The patterns that may match ``text``, in order; found cheaply, as most texts match none."""
+        if self._words is not None and text.isascii():
+            lower = text.lower()
+            return [pattern for pattern, words in zip(self._patterns, self._words, strict=True)
+                    if any(word in lower for word in words)]
+        if self._any is not None and self._any.search(text) is None:
+            return ()
+        return self._patterns
 
     def check(self, session: SessionView) -> EvalResult:
         calls = [c for c in session.tool_calls if self.params.tools is None or _matches(c.name, self.params.tools)]
