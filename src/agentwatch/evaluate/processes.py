@@ -81,10 +81,11 @@ class EvaluationProcesses:
         return process
 
     def revive(self) -> int:
-        """Start a new process for each that died (killed, out of memory); answers how many. The jobs a dead
-        one held are taken again when their lease runs out."""
+        """Start a new process for each that died (killed, out of memory); answers how many. The server calls
+        this every second. The jobs a dead one held are taken again when their lease runs out."""
         if self._stop.is_set():
             return 0
+        self._collect()  # the reports are read here too, so the pipe never fills up between two scrapes
         revived = 0
         for index, process in enumerate(self._processes):
             if process.is_alive():
