@@ -11,6 +11,7 @@ import os
 import queue
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -31,8 +32,9 @@ class Demo:
 
     def __init__(self, tmp_path: Path, *args: str) -> None:
         self.port = free_port()
+        self.database = tmp_path / "demo.db"
         command = [sys.executable, "-m", "agentwatch.cli", "demo", "--port", str(self.port), "--grpc-port", "0",
-                   "--database-url", f"sqlite:///{tmp_path / 'demo.db'}", *args]
+                   "--database-url", f"sqlite:///{self.database}", *args]
         env = {k: v for k, v in os.environ.items() if k != "AGENTWATCH_JUDGE_BASE_URL"}
         self.stderr = open(tmp_path / "demo.err", "w+b")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=self.stderr,
@@ -80,7 +82,29 @@ class Demo:
     def log(self) -> str:
         self.stderr.flush()
         self.stderr.seek(0)
-        return "\n".join(self.out[-40:]) + "\n--- stderr ---\n" + self.stderr.read().decode(errors="replace")[-4000:]
+        return ("\n".join(self.out[-40:]) + "\n--- stderr ---\n" + self.stderr.read().decode(errors="replace")[-4000:]
+                + "\n--- store ---\n" + self._store_state() + "\n--- children ---\n" + self._children())
+
+    def _store_state(self) -> str:
+        """What the store holds, for a failure's message: queued jobs, scores, the monitor's last tick."""
+        try:
+            with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=5) as conn:
+                return "; ".join(f"{q}: {conn.execute(q).fetchall()}" for q in (
+                    "SELECT state, count(*) FROM eval_jobs GROUP BY state", "SELECT count(*) FROM sessions",
+                    "SELECT count(*) FROM scores", "SELECT last_tick_ns FROM monitor_state"))
+        except sqlite3.Error as exc:
+            return f"unreadable: {exc}"
+
+    def _children(self) -> str:
+        out = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == \
+                        self.proc.pid:
+                    out.append(f"{entry.name} {(entry / 'comm').read_text().strip()}")
+            except (OSError, IndexError, ValueError):
+                continue
+        return ", ".join(out)
 
 
 def _stops_cleanly(demo: Demo) -> None:
@@ -94,7 +118,7 @@ def _stops_cleanly(demo: Demo) -> None:
 def test_a_short_demo_pages_on_an_off_policy_refund_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     demo = Demo(tmp_path, "--scenario", "off_policy_refund", "--days", "0.15")
     try:
-        kinds = demo.until(lambda kinds, out: "rare_event" in kinds, 900)
+        kinds = demo.until(lambda kinds, out: "rare_event" in kinds, 300)
         assert "rare_event" in kinds, demo.log()
         text = "\n".join(demo.out)
         assert f"dashboard     http://127.0.0.1:{demo.port}/" in text
