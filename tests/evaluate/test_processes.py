@@ -117,3 +117,24 @@ def test_sessions_are_scored_once_by_evaluation_processes_that_survive_a_kill(db
         assert sum(v for k, v in values.items() if k.startswith("agentwatch_scores_total")) >= 50
     # The server stopped its evaluation processes on the way out (an orphan would outlive it).
     wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in revived), timeout=10)
+
+
+def test_a_sigterm_to_the_server_and_its_processes_at_once_stops_them_all(db_url: str, tmp_path: Path) -> None:
+    """As ``timeout``, a container runtime or a service manager stop a server: SIGTERM to every process."""
+    config = tmp_path / "agentwatch.yaml"
+    config.write_text(CONFIG)
+    server = ServerProcess(db_url, config=config, cwd=tmp_path, grpc=False).start()
+    try:
+        assert server.proc is not None
+        children = wait_for(lambda: len(found := evaluation_processes(server.proc.pid)) == 2 and found)
+        send(server, random.Random(3), 5, time.time_ns() - 3600 * 10**9)
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+        time.sleep(0.3)  # the signal reaches them first, wherever they are
+        os.kill(server.proc.pid, signal.SIGTERM)
+        # uvicorn shuts down gracefully, then raises the signal it caught again: -15 is a clean stop.
+        assert server.proc.wait(30) in (0, -signal.SIGTERM), server.log()
+        assert "Traceback" not in server.log() and "killing it" not in server.log(), server.log()
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=10)
+    finally:
+        server.kill()

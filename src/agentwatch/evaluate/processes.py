@@ -25,7 +25,7 @@ import collections
 import logging
 import multiprocessing
 import os
-import queue
+import pickle
 import signal
 import time
 from typing import Any
@@ -52,7 +52,12 @@ def normalize_options(settings: Settings) -> Any:
 
 
 class EvaluationProcesses:
-    """``n`` evaluation processes on the store of ``settings``, with the counters they report."""
+    """``n`` evaluation processes on the store of ``settings``, with the counters they report.
+
+    They are told to stop with SIGTERM (so a service manager that signals every process of the server
+    stops them the same way) and report over one pipe each: nothing is shared that a process killed at
+    the wrong moment could leave locked.
+    """
 
     def __init__(self, n: int, settings: Settings) -> None:
         if n < 1:
@@ -60,11 +65,12 @@ class EvaluationProcesses:
         self.n = n
         self.settings = settings
         self._context = multiprocessing.get_context("spawn")
-        self._stop = self._context.Event()
-        self._reports: Any = self._context.Queue()
         self._processes: list[Any] = []
+        #: The reading ends of the processes' pipes, the dead ones' too until they are read out.
+        self._readers: list[Any] = []
         self._latest: dict[int, dict[str, Any]] = {}
         self._log_level = logging.getLogger().getEffectiveLevel()
+        self._stopping = False
 
     def start(self) -> None:
         if self._processes:
@@ -74,38 +80,50 @@ class EvaluationProcesses:
                     ", ".join(str(p.pid) for p in self._processes))
 
     def _spawn(self, index: int) -> Any:
-        process = self._context.Process(target=_main, args=(self.settings, index, self._stop, self._reports,
-                                                            self._log_level),
+        reader, writer = self._context.Pipe(duplex=False)
+        process = self._context.Process(target=_main, args=(self.settings, index, writer, self._log_level),
                                         name=f"agentwatch-evaluate-{index}", daemon=True)
         process.start()
+        writer.close()
+        self._readers.append(reader)
         return process
 
     def revive(self) -> int:
         """Start a new process for each that died (killed, out of memory); answers how many. The server calls
         this every second. The jobs a dead one held are taken again when their lease runs out."""
-        if self._stop.is_set():
+        if self._stopping:
             return 0
-        self._collect()  # the reports are read here too, so the pipe never fills up between two scrapes
+        self._collect()  # the reports are read here too, so a pipe never fills up between two scrapes
         revived = 0
         for index, process in enumerate(self._processes):
             if process.is_alive():
                 continue
             logger.error("evaluation process %s exited with %s; starting another", process.pid, process.exitcode)
+            process.join(timeout=1)
             self._processes[index] = self._spawn(index)  # reports are kept by process id: the dead one's stay
             revived += 1
         return revived
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        self._stop.set()
-        deadline = time.monotonic() + timeout_s
+        """SIGTERM each process (it finishes and writes the sessions in hand), then wait; kill what is left."""
+        self._stopping = True
         for process in self._processes:
-            process.join(timeout=max(0.1, deadline - time.monotonic()))
             if process.is_alive():
-                logger.warning("evaluation process %s did not stop within %.0fs; terminating it", process.pid,
-                               timeout_s)
                 process.terminate()
+        deadline = time.monotonic() + timeout_s
+        while self.alive and time.monotonic() < deadline:
+            self._collect()  # a process blocked on a full pipe would never finish its last report
+            time.sleep(0.05)
+        for process in self._processes:
+            if process.is_alive():
+                logger.warning("evaluation process %s did not stop within %.0fs; killing it", process.pid,
+                               timeout_s)
+                process.kill()
                 process.join(timeout=5)
         self._collect()
+        for reader in self._readers:
+            reader.close()
+        self._readers = []
         self._processes = []
 
     @property
@@ -117,12 +135,15 @@ class EvaluationProcesses:
         return any(p.is_alive() for p in self._processes)
 
     def _collect(self) -> None:
-        while True:
+        for reader in list(self._readers):
             try:
-                pid, counters = self._reports.get_nowait()
-            except (queue.Empty, OSError, ValueError):
-                return
-            self._latest[pid] = counters
+                while reader.poll():
+                    pid, counters = reader.recv()
+                    self._latest[int(pid)] = counters
+            except (EOFError, OSError, ValueError, TypeError, pickle.UnpicklingError):
+                # The process is gone (or died halfway through a report): what it reported before stays.
+                reader.close()
+                self._readers.remove(reader)
 
     def _sum(self, key: str) -> int:
         self._collect()
@@ -154,9 +175,11 @@ class EvaluationProcesses:
         return total
 
 
-def _main(settings: Settings, index: int, stop: Any, reports: Any, log_level: int) -> None:
-    """One evaluation process: score queued sessions until told to stop or the server is gone."""
+def _main(settings: Settings, index: int, reports: Any, log_level: int) -> None:
+    """One evaluation process: score queued sessions until SIGTERM or until the server is gone."""
+    stopping: list[int] = []
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group; the server stops us
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     _name_process(f"aw-evaluate-{index}")
     logging.basicConfig(level=log_level,
                         format=f"%(asctime)s %(levelname)s %(name)s[evaluate-{index}]: %(message)s")
@@ -171,23 +194,25 @@ def _main(settings: Settings, index: int, stop: Any, reports: Any, log_level: in
     worker.start()
 
     def report() -> None:
-        reports.put((os.getpid(), {"done": worker.done, "failed": worker.failed, "postponed": worker.postponed,
-                             "errors": scorer.errors,
-                             "outcomes": [(n, o, c) for (n, o), c in scorer.outcomes.items()]}))
+        try:
+            reports.send((os.getpid(), {"done": worker.done, "failed": worker.failed, "postponed": worker.postponed,
+                                        "errors": scorer.errors,
+                                        "outcomes": [(n, o, c) for (n, o), c in scorer.outcomes.items()]}))
+        except OSError:  # the server is gone
+            stopping.append(0)
 
-    # A report left in the pipe must not keep this process from exiting when the server is gone.
-    reports.cancel_join_thread()
-    orphaned = False
+    next_report = time.monotonic()
     try:
-        while not stop.wait(REPORT_S):
-            if os.getppid() != parent:  # the server died without stopping us: nothing to report to
-                orphaned = True
+        while not stopping:
+            time.sleep(0.1)
+            if os.getppid() != parent:  # the server died without stopping us
                 break
-            report()
+            if time.monotonic() >= next_report:
+                report()
+                next_report += REPORT_S
     finally:
         worker.stop()
-        if not orphaned:
-            report()
+        report()
         store.close()
 
 
