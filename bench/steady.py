@@ -66,7 +66,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from sqlalchemy import text
 
-from agentwatch.testing import ServerProcess, filler_text, kv
+from agentwatch.testing import ServerProcess, child_processes, filler_text, kv
 
 TRACES_PATH = "/v1/traces"
 CONTENT_TYPE = "application/x-protobuf"
@@ -373,33 +373,17 @@ def send(host: str, port: int, load: Load, concurrency: int) -> None:
 # -- sampling the server while it runs ---------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(stat[1]) == pid:
-            out.append(int(entry.name))
-    return out
-
-
 #: What the server's children are called here: its evaluation processes name themselves aw-evaluate-N.
 _SERVER_CHILDREN = ("decode worker", "evaluation process", "server child")
 
 
-def _role(pid: int) -> str:
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return "server child"
-    if comm.startswith("aw-evaluate"):
+def _role(pid: int, name: str) -> str:
+    if name.startswith("aw-evaluate"):
         return "evaluation process"
-    if b"resource_tracker" in cmdline:
+    try:
+        if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return "server child"
+    except OSError:
         return "server child"
     return "decode worker"
 
@@ -595,8 +579,8 @@ def _drive(args: argparse.Namespace, server: ServerProcess, db: Database, bodies
     def watch() -> None:
         stats = {"judge": ProcStats(judge_pid), "client": ProcStats(os.getpid())}
         while not done.wait(5.0):
-            for child in _children(pid):
-                stats.setdefault(f"{_role(child)} {child}", ProcStats(child))
+            for child, name in child_processes(pid):
+                stats.setdefault(f"{_role(child, name)} {child}", ProcStats(child))
             stats["server"] = ProcStats(pid)
             for name, st in stats.items():
                 kb = st.memory_kb("VmHWM")

@@ -14,7 +14,7 @@ from agentwatch.auth import Auth
 from agentwatch.errors import Unavailable
 from agentwatch.evaluate.catalogue import load_catalogue
 from agentwatch.evaluate.engine import EvaluationWorker, Scorer
-from agentwatch.evaluate.processes import EvaluationProcesses, normalize_options
+from agentwatch.evaluate.processes import EvaluationProcesses
 from agentwatch.ingest.memory import GuardedBudget, MemoryGuard
 from agentwatch.ingest.receiver import Budget, DecodePool, Receiver
 from agentwatch.monitor import rollups, slo
@@ -46,7 +46,7 @@ class Pipeline:
         self.settings = settings
         self.store = store or Store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         self.default_project_id = self.store.ensure_project(settings.project)
-        self.options: NormalizeOptions = normalize_options(settings)
+        self.options = NormalizeOptions.from_settings(settings)
         self.catalogue = load_catalogue(settings.sections, settings.config_path)
         where = settings.config_path or "agentwatch.yaml"
         self.monitor_config = MonitorConfig.from_section(settings.sections.get("alerts"), where)

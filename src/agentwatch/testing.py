@@ -243,6 +243,22 @@ def configured_pipeline(database_url: str, folder: Path, config: str,
     return Pipeline(settings, store)
 
 
+def child_processes(pid: int) -> list[tuple[int, str]]:
+    """``(pid, name)`` of each live child of ``pid``, read from ``/proc`` (Linux): the name is what the
+    process calls itself (``aw-evaluate-0``; ``python3`` for most)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == pid:
+                out.append((int(entry.name), (entry / "comm").read_text().strip()))
+        except (OSError, IndexError, ValueError):
+            continue
+    return sorted(out)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from agentwatch.testing import free_port
+from agentwatch.testing import child_processes, free_port
 from agentwatch.traffic.demo import SCENARIOS
 
 _ALERT = re.compile(r"^\[\+\s*\d+s\] (FIRING|RESOLVED)\s+(page|ticket)\s+(\w+)")
@@ -96,15 +96,7 @@ class Demo:
             return f"unreadable: {exc}"
 
     def _children(self) -> str:
-        out = []
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == \
-                        self.proc.pid:
-                    out.append(f"{entry.name} {(entry / 'comm').read_text().strip()}")
-            except (OSError, IndexError, ValueError):
-                continue
-        return ", ".join(out)
+        return ", ".join(f"{pid} {name}" for pid, name in child_processes(self.proc.pid))
 
 
 def _stops_cleanly(demo: Demo) -> None:
@@ -118,7 +110,7 @@ def _stops_cleanly(demo: Demo) -> None:
 def test_a_short_demo_pages_on_an_off_policy_refund_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     demo = Demo(tmp_path, "--scenario", "off_policy_refund", "--days", "0.15")
     try:
-        kinds = demo.until(lambda kinds, out: "rare_event" in kinds, 300)
+        kinds = demo.until(lambda kinds, out: "rare_event" in kinds, 900)
         assert "rare_event" in kinds, demo.log()
         text = "\n".join(demo.out)
         assert f"dashboard     http://127.0.0.1:{demo.port}/" in text

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
-from agentwatch.testing import ServerProcess, agent_session_request
+from agentwatch.testing import ServerProcess, agent_session_request, child_processes
 
 CONFIG = """
 sessions:
@@ -38,18 +38,7 @@ PROTOBUF = {"content-type": "application/x-protobuf"}
 
 
 def evaluation_processes(server_pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            comm = (entry / "comm").read_text().strip()
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent == server_pid and comm.startswith("aw-evaluate"):
-            out.append(int(entry.name))
-    return sorted(out)
+    return [pid for pid, name in child_processes(server_pid) if name.startswith("aw-evaluate")]
 
 
 def wait_for(condition, timeout: float = 30.0):  # type: ignore[no-untyped-def]

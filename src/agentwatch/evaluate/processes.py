@@ -38,19 +38,6 @@ logger = logging.getLogger(__name__)
 REPORT_S = 1.0
 
 
-def normalize_options(settings: Settings) -> Any:
-    """The normalization options a server runs with (ingest and evaluation read spans alike)."""
-    from agentwatch.normalize import NormalizeOptions
-    from agentwatch.normalize.pricing import PriceTable
-    from agentwatch.normalize.redact import Redactor
-
-    return NormalizeOptions(
-        intent_attributes=settings.intent_attributes,
-        prices=PriceTable.builtin().with_overrides(settings.pricing),
-        redaction=Redactor.from_section(settings.sections.get("redaction"), settings.config_path or "agentwatch.yaml"),
-    )
-
-
 class EvaluationProcesses:
     """``n`` evaluation processes on the store of ``settings``, with the counters they report.
 
@@ -127,10 +114,6 @@ class EvaluationProcesses:
         self._processes = []
 
     @property
-    def pids(self) -> list[int]:
-        return [int(p.pid) for p in self._processes if p.pid is not None]
-
-    @property
     def alive(self) -> bool:
         return any(p.is_alive() for p in self._processes)
 
@@ -185,11 +168,13 @@ def _main(settings: Settings, index: int, reports: Any, log_level: int) -> None:
                         format=f"%(asctime)s %(levelname)s %(name)s[evaluate-{index}]: %(message)s")
     from agentwatch.evaluate.catalogue import load_catalogue
     from agentwatch.evaluate.engine import EvaluationWorker, Scorer
+    from agentwatch.normalize import NormalizeOptions
     from agentwatch.store.store import Store
 
     parent = os.getppid()
     store = Store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    scorer = Scorer(store, load_catalogue(settings.sections, settings.config_path), normalize_options(settings))
+    catalogue = load_catalogue(settings.sections, settings.config_path)
+    scorer = Scorer(store, catalogue, NormalizeOptions.from_settings(settings))
     worker = EvaluationWorker(scorer)
     worker.start()
 

@@ -11,7 +11,7 @@ the store's work; this module looks at one span only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentwatch._types import NormalizedSpan, RawSpan
 from agentwatch.normalize.attributes import as_float, as_int, as_str, json_value
@@ -42,6 +42,9 @@ from agentwatch.normalize.conventions import (
 from agentwatch.normalize.pricing import PriceTable
 from agentwatch.normalize.redact import Redactor
 
+if TYPE_CHECKING:
+    from agentwatch.settings import Settings
+
 _PRICED_KINDS = frozenset({"llm", "embedding"})
 _TRACELOOP_PROPERTIES = "traceloop.association.properties."
 
@@ -64,6 +67,16 @@ class NormalizeOptions:
             keys.append(name)
             keys.append(_TRACELOOP_PROPERTIES + name)
         object.__setattr__(self, "intent_keys", tuple(keys))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> NormalizeOptions:
+        """The options a server runs with; its evaluation processes build the same ones."""
+        return cls(
+            intent_attributes=settings.intent_attributes,
+            prices=PriceTable.builtin().with_overrides(settings.pricing),
+            redaction=Redactor.from_section(settings.sections.get("redaction"),
+                                            settings.config_path or "agentwatch.yaml"),
+        )
 
 
 DEFAULT_OPTIONS = NormalizeOptions()
