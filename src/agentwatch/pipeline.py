@@ -151,7 +151,9 @@ class Pipeline:
             if project_id is not None and pid != project_id:
                 continue
             while True:
-                n = self.monitor.run(pid, clock.watermark_ns, final_event_ns=clock.max_event_ns if final else None)
+                # The committed completion watermark, not the live one: a session past the live one may not be
+                # complete and queued yet, and a tick checked before its scores are written never sees them.
+                n = self.monitor.run(pid, clock.completed_ns, final_event_ns=clock.max_event_ns if final else None)
                 ran += n
                 if not final or n == 0:
                     break

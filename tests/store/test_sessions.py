@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -214,3 +215,24 @@ def test_projects_do_not_see_each_other(h: Harness) -> None:
     h.writer.submit(WriteBatch(other, spans=rows, resources=[decoded.spans[0].resource])).result()
     assert h.store.get_session(h.project_id, "shared-id")["trace_ids"] == ["0" * 30 + "c5"]
     assert h.store.get_session(other, "shared-id")["trace_ids"] == ["0" * 30 + "c6"]
+
+
+def test_the_completed_watermark_trails_the_live_one_until_a_completion_pass_commits(h: Harness) -> None:
+    """The monitor checks up to ``completed_ns``: a session the live watermark has passed may not be
+    complete (and queued for evaluation) until the next completion pass, which passes are spaced out."""
+    h.send(agent("c1", "80", T0, duration_ms=1000, **{"gen_ai.conversation.id": "early"}))
+    h.tick()
+    clock = h.writer.clocks[h.project_id]
+    assert clock.completed_ns == clock.watermark_ns  # a pass committed
+    h.writer._last_completion = time.monotonic() + 3600  # noqa: SLF001 - the next write falls between two passes
+    h.send(agent("c2", "81", T0 + 10 * MIN, duration_ms=1000, **{"gen_ai.conversation.id": "later"}))
+    idle = 300 * SEC
+    early_end = T0 + SEC
+    assert clock.watermark_ns - idle > early_end  # the live watermark says "early" is due...
+    assert h.session("early")["complete"] is False  # ...but no pass has completed it
+    assert clock.completed_ns - idle < early_end
+    h.tick()
+    assert h.session("early")["complete"] is True
+    assert clock.completed_ns == clock.watermark_ns and clock.completed_ns - idle > early_end
+    again = Writer(h.store.engine, idle_timeout_s=300, allowed_lateness_s=60)
+    assert again.clocks[h.project_id].completed_ns == clock.watermark_ns

@@ -78,6 +78,9 @@ class Clock:
     max_event_ns: int = 0
     watermark_ns: int = 0
     last_arrival: float = field(default_factory=time.monotonic)
+    #: The watermark of the last completion pass that committed: every session that ended ``idle_timeout``
+    #: before it is complete and queued for evaluation. ``watermark_ns`` runs ahead of it between two passes.
+    completed_ns: int = 0
 
 
 class Writer:
@@ -453,7 +456,8 @@ class Writer:
         try:
             with self.engine.connect() as conn:
                 for row in conn.execute(select(m.watermarks)):
-                    self.clocks[row.project_id] = Clock(row.max_event_ns, row.watermark_ns)
+                    self.clocks[row.project_id] = Clock(row.max_event_ns, row.watermark_ns,
+                                                        completed_ns=row.watermark_ns)
         except DBAPIError:
             logger.exception("reading the event-time clocks failed")
 
@@ -489,11 +493,15 @@ class Writer:
         if not force and now - self._last_completion < 0.5:
             return
         self._last_completion = now
+        passed: list[tuple[Clock, int]] = []
         with self.engine.begin() as conn:
             for project_id, clock in self.clocks.items():
                 if clock.watermark_ns:
                     self._complete(conn, project_id, clock.watermark_ns - self.idle_ns)
                     self._save_clock(conn, project_id, clock)
+                    passed.append((clock, clock.watermark_ns))
+        for clock, watermark_ns in passed:  # committed: the monitor may check up to here
+            clock.completed_ns = max(clock.completed_ns, watermark_ns)
 
     def _complete(self, conn: Connection, project_id: int, cut_ns: int | None) -> list[str]:
         c = m.sessions.c
@@ -514,6 +522,7 @@ class Writer:
         ``project_id`` None flushes every project.
         """
         completed = 0
+        passed: list[Clock] = []
         with self.engine.begin() as conn:
             if project_id is None:
                 project_ids = {row[0] for row in conn.execute(select(m.sessions.c.project_id).distinct())}
@@ -525,6 +534,9 @@ class Writer:
                 clock.watermark_ns = max(clock.watermark_ns, clock.max_event_ns + self.idle_ns + self.lateness_ns + 1)
                 completed += len(self._complete(conn, pid, None))
                 self._save_clock(conn, pid, clock)
+                passed.append(clock)
+        for clock in passed:
+            clock.completed_ns = max(clock.completed_ns, clock.watermark_ns)
         return {"completed_sessions": completed}
 
 
