@@ -30,6 +30,7 @@ from agentwatch.evaluate.engine import EvaluationWorker, Scorer
 from agentwatch.ingest.decode import traces_from_message
 from agentwatch.ingest.receiver import prepare_spans
 from agentwatch.normalize import NormalizeOptions
+from agentwatch.sessions.lifecycle import SessionLifecycle
 from agentwatch.store import evaluations
 from agentwatch.store.store import Store
 from agentwatch.store.writer import WriteBatch, Writer
@@ -73,8 +74,9 @@ def _serve_judge(delay: float, port_queue: Any, stop: Any) -> None:
 def fill(store: Store, sessions: int, seed: int) -> None:
     """Write generated sessions and complete them (which queues one job each)."""
     project_id = store.ensure_project("default")
-    writer = Writer(store.engine, idle_timeout_s=300, allowed_lateness_s=60,
-                    on_complete=lambda conn, pid, ids: evaluations.enqueue(conn, pid, ids))
+    sessions = SessionLifecycle(store.engine, idle_timeout_s=300, allowed_lateness_s=60,
+                                on_complete=lambda conn, pid, ids: evaluations.enqueue(conn, pid, ids))
+    writer = Writer(store.engine, sessions)
     writer.start()
     options = NormalizeOptions()
     futures = []
@@ -83,7 +85,7 @@ def fill(store: Store, sessions: int, seed: int) -> None:
         futures.append(writer.submit(WriteBatch(project_id, spans=prepared.rows, resources=prepared.resources)))
     for future in futures:
         future.result()
-    writer.call(lambda: writer.flush(project_id)).result()
+    writer.call(lambda: sessions.flush(project_id)).result()
     writer.stop()
 
 

@@ -70,11 +70,11 @@ from sqlalchemy.engine import make_url
 
 from agentwatch.alert.routes import load_routes
 from agentwatch.evaluate.catalogue import Catalogue, load_catalogue
-from agentwatch.monitor import clusters, events, rollups, slo
-from agentwatch.monitor.base import MonitorConfig
+from agentwatch.monitor import clusters, events, slo
 from agentwatch.monitor.checker import Monitor
+from agentwatch.monitor.config import MonitorConfig
 from agentwatch.monitor.drift import DriftDetector
-from agentwatch.store import evaluations
+from agentwatch.store import evaluations, rollups
 from agentwatch.store import models as m
 from agentwatch.store.engine import make_engine, migrate
 

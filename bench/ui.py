@@ -49,8 +49,8 @@ from agentwatch.alert.routes import load_routes  # noqa: E402
 from agentwatch.api.app import create_app  # noqa: E402
 from agentwatch.evaluate.catalogue import load_catalogue  # noqa: E402
 from agentwatch.monitor import slo  # noqa: E402
-from agentwatch.monitor.base import MonitorConfig  # noqa: E402
 from agentwatch.monitor.checker import Monitor  # noqa: E402
+from agentwatch.monitor.config import MonitorConfig  # noqa: E402
 from agentwatch.pipeline import Pipeline  # noqa: E402
 from agentwatch.settings import Settings  # noqa: E402
 from agentwatch.store import models as m  # noqa: E402

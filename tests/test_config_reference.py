@@ -21,7 +21,7 @@ from agentwatch.alert.routes import load_routes
 from agentwatch.errors import ConfigError
 from agentwatch.evaluate.catalogue import load_catalogue
 from agentwatch.evaluate.rules import RULES
-from agentwatch.monitor.base import MonitorConfig
+from agentwatch.monitor.config import MonitorConfig
 from agentwatch.monitor.slo import load_slos
 from agentwatch.normalize.redact import Redactor
 from agentwatch.settings import load_settings

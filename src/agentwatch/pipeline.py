@@ -17,12 +17,13 @@ from agentwatch.evaluate.engine import EvaluationWorker, Scorer
 from agentwatch.evaluate.processes import EvaluationProcesses
 from agentwatch.ingest.memory import GuardedBudget, MemoryGuard
 from agentwatch.ingest.receiver import Budget, DecodePool, Receiver
-from agentwatch.monitor import rollups, slo
-from agentwatch.monitor.base import MonitorConfig
+from agentwatch.monitor import slo
 from agentwatch.monitor.checker import Monitor
+from agentwatch.monitor.config import MonitorConfig
 from agentwatch.normalize import NormalizeOptions
+from agentwatch.sessions.lifecycle import SessionLifecycle
 from agentwatch.settings import Settings
-from agentwatch.store import evaluations, retention
+from agentwatch.store import evaluations, retention, rollups
 from agentwatch.store import models as m
 from agentwatch.store.engine import log_failed_pass
 from agentwatch.store.retention import RetentionPolicy
@@ -52,13 +53,13 @@ class Pipeline:
         self.monitor_config = MonitorConfig.from_section(settings.sections.get("alerts"), where)
         self.slos = slo.load_slos(settings.sections, settings.config_path, self.catalogue)
         self.routes = load_routes(settings.sections, settings.config_path)
-        self.writer = Writer(
+        self.sessions = SessionLifecycle(
             self.store.engine,
             idle_timeout_s=settings.idle_timeout,
             allowed_lateness_s=settings.allowed_lateness,
-            max_batch_spans=settings.max_batch_spans,
             on_complete=self._on_complete,
         )
+        self.writer = Writer(self.store.engine, self.sessions, max_batch_spans=settings.max_batch_spans)
         self.retention = RetentionPolicy.from_section(settings.sections.get("retention"),
                                                       settings.config_path or "agentwatch.yaml")
         self.scorer = Scorer(self.store, self.catalogue, self.options)
@@ -114,7 +115,7 @@ class Pipeline:
         for name, version in new_versions:
             if not evaluations.older_versions(self.store.engine, name, version):
                 continue
-            for project_id, clock in self.writer.clocks.items():
+            for project_id, clock in self.sessions.clocks.items():
                 queued = evaluations.enqueue_window(
                     self.store.engine, project_id, since_ns=clock.watermark_ns - int(SHADOW_WINDOW_S * 1e9),
                     until_ns=clock.watermark_ns + 1, reason="shadow", evaluators=[name], sampled_only=True)
@@ -127,7 +128,7 @@ class Pipeline:
         while not self._stopping.wait(TICK_SECONDS):
             ticks += 1
             try:
-                self.writer.call(self.writer.tick).result(timeout=60)
+                self.writer.call(self.sessions.tick).result(timeout=60)
                 if self.evaluation_processes is not None:
                     self.evaluation_processes.revive()
                 if ticks % RETENTION_EVERY_TICKS == 0:
@@ -147,7 +148,7 @@ class Pipeline:
     def check(self, project_id: int | None = None, *, final: bool = False) -> int:
         """Run the monitor's due ticks for each project (``final``: through the last event, as flush does)."""
         ran = 0
-        for pid, clock in list(self.writer.clocks.items()):
+        for pid, clock in list(self.sessions.clocks.items()):
             if project_id is not None and pid != project_id:
                 continue
             while True:
@@ -163,7 +164,7 @@ class Pipeline:
         """Drop the span payloads that retention says are due, on each project's watermark."""
         dropped = 0
         idle_ns = int(self.settings.idle_timeout * 1e9)
-        for pid, clock in list(self.writer.clocks.items()):
+        for pid, clock in list(self.sessions.clocks.items()):
             if project_id is not None and pid != project_id:
                 continue
             while True:
@@ -177,7 +178,7 @@ class Pipeline:
     def flush(self, project_id: int | None = None, *, timeout_s: float = 600.0) -> dict[str, int]:
         """Complete every open session (after everything queued before is written), then wait
         until every queued evaluation is written."""
-        result: dict[str, int] = self.writer.call(lambda: self.writer.flush(project_id)).result()
+        result: dict[str, int] = self.writer.call(lambda: self.sessions.flush(project_id)).result()
         deadline = time.monotonic() + timeout_s
         while (left := evaluations.pending(self.store.engine, project_id)) and self.evaluating:
             if time.monotonic() > deadline:
@@ -220,5 +221,4 @@ class Pipeline:
 
     @property
     def ready(self) -> bool:
-        thread = self.writer._thread  # noqa: SLF001 - liveness check
-        return thread is not None and thread.is_alive()
+        return self.writer.alive

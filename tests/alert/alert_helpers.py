@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from agentwatch.monitor.base import Candidate
+from agentwatch.alert.types import Candidate
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 MINUTE = 60 * 10**9

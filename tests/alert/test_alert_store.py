@@ -11,8 +11,8 @@ from sqlalchemy import Engine, select, update
 from agentwatch.alert import store as alert_store
 from agentwatch.alert.routes import Match as RouteMatch
 from agentwatch.alert.routes import Notifier, Route, Routes
+from agentwatch.alert.types import MAX_EXAMPLES
 from agentwatch.errors import BadRequest, NotFound
-from agentwatch.monitor.base import MAX_EXAMPLES
 from agentwatch.store import models as m
 
 P = 1  # project id

@@ -42,7 +42,7 @@ def test_backlog_waits_for_the_judge_and_drains(db_url: str, tmp_path: Path, mon
             for i in range(20):
                 request, _ = agent_session_request(rng, start_ns=T0 + i * 10**9, tool_calls=1)
                 assert client.post("/v1/traces", content=request.SerializeToString(), headers=PB).status_code == 200
-            pipeline.writer.call(pipeline.writer.flush).result()
+            pipeline.writer.call(pipeline.sessions.flush).result()
             deadline = time.monotonic() + 30
             while pipeline.worker.postponed < 20 and time.monotonic() < deadline:
                 time.sleep(0.05)

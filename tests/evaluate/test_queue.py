@@ -163,7 +163,7 @@ def test_a_restart_mid_queue_loses_and_duplicates_nothing(db_url: str, config: P
     with TestClient(create_app(pipeline.settings, pipeline)) as client:
         pipeline.worker.stop()  # no worker: jobs pile up, durable
         specs = send(client, 10, intent="refund")
-        pipeline.writer.call(pipeline.writer.flush).result()
+        pipeline.writer.call(pipeline.sessions.flush).result()
         assert ev.pending(pipeline.store.engine) == 10
         # A worker takes four jobs and dies before finishing them (lease taken, nothing written).
         claimed = ev.claim(pipeline.store.engine, 4, lease_s=0.5)
@@ -193,7 +193,7 @@ def test_concurrent_claims_never_share_a_job(db_url: str, config: Path) -> None:
     with TestClient(create_app(pipeline.settings, pipeline)) as client:
         pipeline.worker.stop()
         send(client, 40, intent="billing")
-        pipeline.writer.call(pipeline.writer.flush).result()
+        pipeline.writer.call(pipeline.sessions.flush).result()
         engine = pipeline.store.engine
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             batches = list(pool.map(lambda _: ev.claim(engine, 15), range(4)))

@@ -120,7 +120,7 @@ def test_calibration_run_reports_agreement_disagreements_and_is_stamped_on_the_v
     assert run_after_label["n"] == 6 and run_after_label["metrics"]["confusion"] == {
         "tp": 3, "fp": 0, "tn": 2, "fn": 1}
     # The monitor's calibration alert cites the run that the latest label triggered.
-    from agentwatch.monitor.base import CalibrationConfig, MonitorConfig
+    from agentwatch.monitor.config import CalibrationConfig, MonitorConfig
     from agentwatch.monitor.events import calibration
 
     pipeline = c.app.state.pipeline  # type: ignore[attr-defined]

@@ -11,10 +11,10 @@ from sqlalchemy import delete, insert, select
 
 from agentwatch.alert.routes import load_routes
 from agentwatch.evaluate.catalogue import Catalogue, EvaluatorSpec
-from agentwatch.monitor import rollups
-from agentwatch.monitor.base import MonitorConfig
 from agentwatch.monitor.checker import Monitor
+from agentwatch.monitor.config import MonitorConfig
 from agentwatch.store import models as m
+from agentwatch.store import rollups
 from agentwatch.store.models import utcnow
 from agentwatch.store.store import Store
 

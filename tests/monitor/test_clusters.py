@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select
 
-from agentwatch.monitor import clusters, rollups
-from agentwatch.monitor.base import Candidate, ClusterConfig
+from agentwatch.alert.types import Candidate
+from agentwatch.monitor import clusters
 from agentwatch.monitor.clusters import Miner
+from agentwatch.monitor.config import ClusterConfig
 from agentwatch.store import models as m
+from agentwatch.store import rollups
 from agentwatch.store.models import utcnow
 from agentwatch.store.store import Store
 

@@ -21,11 +21,12 @@ import pytest
 from sqlalchemy import Connection
 from sqlalchemy.dialects import sqlite
 
+from agentwatch.alert.types import Candidate
 from agentwatch.evaluate.catalogue import EvaluatorSpec
-from agentwatch.monitor import rollups
-from agentwatch.monitor.base import Candidate, DriftConfig
+from agentwatch.monitor.config import DriftConfig
 from agentwatch.monitor.drift import DriftDetector
 from agentwatch.store import models as m
+from agentwatch.store import rollups
 from agentwatch.store.store import Store
 
 S = 1_000_000_000

@@ -8,14 +8,16 @@ from collections.abc import Sequence
 import pytest
 from sqlalchemy import insert
 
+from agentwatch.alert.types import Candidate
 from agentwatch.evaluate.catalogue import EvaluatorSpec
-from agentwatch.monitor import events, rollups
-from agentwatch.monitor.base import Candidate, MonitorConfig, NoDataConfig
+from agentwatch.monitor import events
+from agentwatch.monitor.config import MonitorConfig, NoDataConfig
 from agentwatch.monitor.drift import DriftDetector
-from agentwatch.monitor.rollups import Totals
 from agentwatch.monitor.stats import poisson_ci, poisson_sf, wilson
 from agentwatch.store import models as m
+from agentwatch.store import rollups
 from agentwatch.store.models import utcnow
+from agentwatch.store.rollups import Totals
 from agentwatch.store.store import Store
 
 S = 1_000_000_000

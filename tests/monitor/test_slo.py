@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, event, insert
 
+from agentwatch.alert.types import Candidate
 from agentwatch.errors import ConfigError
 from agentwatch.evaluate.catalogue import Catalogue, EvaluatorSpec
-from agentwatch.monitor import rollups, slo
-from agentwatch.monitor.base import Candidate
+from agentwatch.monitor import slo
 from agentwatch.settings import load_file
 from agentwatch.store import models as m
+from agentwatch.store import rollups
 from agentwatch.store.models import utcnow
 from agentwatch.store.store import Store
 

@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from agentwatch.ingest.decode import traces_from_message
 from agentwatch.ingest.receiver import prepare_spans
 from agentwatch.normalize import NormalizeOptions
+from agentwatch.sessions.lifecycle import SessionLifecycle
 from agentwatch.store import models as m
 from agentwatch.store import retention
 from agentwatch.store.store import Store
@@ -51,13 +52,14 @@ def test_dropped_payloads_free_pages_that_new_spans_reuse(tmp_path: Path) -> Non
     store = Store(f"sqlite:///{tmp_path / 'payloads.db'}")
     store.migrate()
     project_id = store.ensure_project("default")
-    writer = Writer(store.engine, idle_timeout_s=300, allowed_lateness_s=60)
+    sessions = SessionLifecycle(store.engine, idle_timeout_s=300, allowed_lateness_s=60)
+    writer = Writer(store.engine, sessions)
     writer.start()
     rng = random.Random(5)
     try:
         empty, _ = pages(store)
         first = write_sessions(writer, project_id, rng, 80, T0)
-        writer.call(lambda: writer.flush(project_id)).result()
+        writer.call(lambda: sessions.flush(project_id)).result()
         full, _ = pages(store)
         assert payload_count(store, first) == 80 * 20
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from agentwatch.ingest.decode import traces_from_message
 from agentwatch.ingest.receiver import prepare_spans
 from agentwatch.normalize import NormalizeOptions
+from agentwatch.sessions.lifecycle import SessionLifecycle
 from agentwatch.store import models as m
 from agentwatch.store.engine import retryable
 from agentwatch.store.store import Store
@@ -53,7 +54,7 @@ def batch(project_id: int, rng: random.Random, session_id: str, start_ns: int) -
 
 def test_a_deadlocked_write_is_tried_again_and_commits(pg_store: Store, caplog: pytest.LogCaptureFixture) -> None:
     project_id = pg_store.ensure_project("default")
-    writer = Writer(pg_store.engine, idle_timeout_s=300, allowed_lateness_s=60)
+    writer = Writer(pg_store.engine, SessionLifecycle(pg_store.engine, idle_timeout_s=300, allowed_lateness_s=60))
     writer.start()
     rng = random.Random(3)
     try:

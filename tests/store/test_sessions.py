@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from agentwatch.ingest.decode import traces_from_message
 from agentwatch.ingest.receiver import span_row
 from agentwatch.normalize import DEFAULT_OPTIONS
+from agentwatch.sessions.lifecycle import SessionLifecycle
 from agentwatch.store import models as m
 from agentwatch.store.store import SessionFilter, Store
 from agentwatch.store.writer import WriteBatch, Writer
@@ -22,8 +23,9 @@ MIN = 60 * SEC
 
 
 class Harness:
-    def __init__(self, store: Store, writer: Writer, project_id: int) -> None:
+    def __init__(self, store: Store, sessions: SessionLifecycle, writer: Writer, project_id: int) -> None:
         self.store = store
+        self.lifecycle = sessions
         self.writer = writer
         self.project_id = project_id
 
@@ -42,7 +44,7 @@ class Harness:
         return self.store.get_session(self.project_id, session_id)
 
     def tick(self) -> None:
-        self.writer.call(self.writer.tick).result(timeout=30)
+        self.writer.call(self.lifecycle.tick).result(timeout=30)
 
     def span_sessions(self) -> dict[str, str]:
         with self.store.engine.connect() as conn:
@@ -54,10 +56,11 @@ def h(db_url: str) -> Iterator[Harness]:
     store = Store(db_url)
     store.migrate()
     project_id = store.ensure_project("default")
-    writer = Writer(store.engine, idle_timeout_s=300, allowed_lateness_s=60)
+    sessions = SessionLifecycle(store.engine, idle_timeout_s=300, allowed_lateness_s=60)
+    writer = Writer(store.engine, sessions)
     writer.start()
     try:
-        yield Harness(store, writer, project_id)
+        yield Harness(store, sessions, writer, project_id)
     finally:
         writer.stop()
         store.close()
@@ -169,7 +172,7 @@ def test_session_completes_after_idle_timeout_in_event_time(h: Harness) -> None:
 
 def test_late_span_updates_a_complete_session_which_stays_complete(h: Harness) -> None:
     h.send(agent("a7", "60", T0, **{"gen_ai.conversation.id": "conv-g"}), chat("a7", "61", "60", T0 + SEC))
-    h.writer.call(h.writer.flush).result()
+    h.writer.call(h.lifecycle.flush).result()
     assert h.session("conv-g")["complete"] is True
     h.send(tool("a7", "62", "60", T0 + 2 * SEC, error=True))
     s = h.session("conv-g")
@@ -180,12 +183,12 @@ def test_late_span_updates_a_complete_session_which_stays_complete(h: Harness) -
 def test_flush_completes_every_open_session_and_keeps_the_clock_after_restart(h: Harness, db_url: str) -> None:
     h.send(agent("b8", "70", T0, **{"gen_ai.conversation.id": "conv-h1"}))
     h.send(agent("b9", "71", T0 + 10 * SEC, **{"gen_ai.conversation.id": "conv-h2"}))
-    result = h.writer.call(h.writer.flush).result()
+    result = h.writer.call(h.lifecycle.flush).result()
     assert result["completed_sessions"] == 2
     assert h.sessions(complete=False) == []
-    clock = h.writer.clocks[h.project_id]
+    clock = h.lifecycle.clocks[h.project_id]
     assert clock.watermark_ns > T0 + 10 * SEC + 5 * SEC + 300 * SEC
-    again = Writer(h.store.engine, idle_timeout_s=300, allowed_lateness_s=60)
+    again = SessionLifecycle(h.store.engine, idle_timeout_s=300, allowed_lateness_s=60)
     assert again.clocks[h.project_id].watermark_ns == clock.watermark_ns
     assert again.clocks[h.project_id].max_event_ns == clock.max_event_ns
 
@@ -222,9 +225,9 @@ def test_the_completed_watermark_trails_the_live_one_until_a_completion_pass_com
     complete (and queued for evaluation) until the next completion pass, which passes are spaced out."""
     h.send(agent("c1", "80", T0, duration_ms=1000, **{"gen_ai.conversation.id": "early"}))
     h.tick()
-    clock = h.writer.clocks[h.project_id]
+    clock = h.lifecycle.clocks[h.project_id]
     assert clock.completed_ns == clock.watermark_ns  # a pass committed
-    h.writer._last_completion = time.monotonic() + 3600  # noqa: SLF001 - the next write falls between two passes
+    h.lifecycle._last_completion = time.monotonic() + 3600  # noqa: SLF001 - the next write falls between two passes
     h.send(agent("c2", "81", T0 + 10 * MIN, duration_ms=1000, **{"gen_ai.conversation.id": "later"}))
     idle = 300 * SEC
     early_end = T0 + SEC
@@ -234,5 +237,5 @@ def test_the_completed_watermark_trails_the_live_one_until_a_completion_pass_com
     h.tick()
     assert h.session("early")["complete"] is True
     assert clock.completed_ns == clock.watermark_ns and clock.completed_ns - idle > early_end
-    again = Writer(h.store.engine, idle_timeout_s=300, allowed_lateness_s=60)
+    again = SessionLifecycle(h.store.engine, idle_timeout_s=300, allowed_lateness_s=60)
     assert again.clocks[h.project_id].completed_ns == clock.watermark_ns

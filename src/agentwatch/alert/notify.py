@@ -38,6 +38,7 @@ from sqlalchemy import Engine
 from agentwatch import __version__
 from agentwatch.alert import store as alert_store
 from agentwatch.alert.routes import Notifier, Routes
+from agentwatch.alert.types import alert_dict
 from agentwatch.store.models import utcnow
 
 logger = logging.getLogger(__name__)
@@ -371,7 +372,7 @@ class Dispatcher:
                       else f"alert {row['alert_id']} no longer exists")
             self._give_up(row, notifier.type if notifier else "unknown", attempts, reason, now)
             return None
-        payload = alert_store.alert_dict(alert, self.public_url)
+        payload = alert_dict(alert, self.public_url)
         if notifier.type == "log":
             log_event(row["event"], payload)
             self._sent(row, notifier, attempts, now)

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from agentwatch.alert.types import KINDS, LABEL_NAMES, SEVERITIES
 from agentwatch.errors import ConfigError
-from agentwatch.monitor.base import KINDS, LABEL_NAMES, SEVERITIES
 from agentwatch.settings import config_line
 
 NOTIFIER_TYPES = ("webhook", "slack", "pagerduty", "log")

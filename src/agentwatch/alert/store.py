@@ -1,7 +1,7 @@
 """Alerts, silences and the notification outbox, on either engine.
 
 The monitor checks at event-time ticks and hands :func:`reconcile` the
-:class:`~agentwatch.monitor.base.Candidate` conditions that hold at the tick,
+:class:`~agentwatch.monitor.config.Candidate` conditions that hold at the tick,
 plus the ``(kind, rule)`` pairs it checked. In the monitor's transaction:
 
 - a candidate whose dedup key has no firing alert opens one (``started_ns``:
@@ -35,14 +35,12 @@ from typing import Any, Iterable, Mapping, Sequence
 from sqlalchemy import Connection, Engine, and_, exists, func, insert, or_, select, update
 
 from agentwatch.alert.routes import Routes
-from agentwatch.api.views import rfc3339
+from agentwatch.alert.types import KINDS, LABEL_NAMES, MAX_EXAMPLES, SEVERITIES, Candidate, alert_dict
 from agentwatch.errors import BadRequest, NotFound
-from agentwatch.monitor.base import KINDS, LABEL_NAMES, MAX_EXAMPLES, SEVERITIES, Candidate
 from agentwatch.store import models as m
 from agentwatch.store.store import decode_time_cursor, encode_time_cursor
+from agentwatch.timefmt import rfc3339
 
-#: Base of alert links when no ``public_url`` is configured.
-DEFAULT_PUBLIC_URL = "http://127.0.0.1:4318"
 #: Longest a silence may last (methods.md §6).
 MAX_SILENCE = timedelta(hours=24)
 STATES = ("firing", "resolved")
@@ -56,51 +54,6 @@ class AlertEvent:
 
     action: str
     alert: dict[str, Any]
-
-
-# -- the HTTP shape ------------------------------------------------------------
-
-
-def alert_dict(row: Mapping[str, Any], public_url: str | None) -> dict[str, Any]:
-    """The Alert object of the HTTP contract (plus its ``dedup_key``) from an ``alerts`` row."""
-    base = (public_url or DEFAULT_PUBLIC_URL).rstrip("/")
-    alert_id = int(row["id"])
-    return {
-        "id": alert_id,
-        "kind": row["kind"],
-        "rule": row["rule"],
-        "dimension": row["dimension"],
-        "evaluator": row["evaluator"],
-        "evaluator_version": row["evaluator_version"],
-        "severity": row["severity"],
-        "state": row["state"],
-        "started_at": rfc3339(row["started_ns"]),
-        "detected_at": rfc3339(row["detected_at"]),
-        "resolved_at": rfc3339(row["resolved_ns"]),
-        "summary": row["summary"],
-        "labels": {name: (row["labels"] or {}).get(name, "") for name in LABEL_NAMES},
-        "figures": dict(row["figures"] or {}),
-        "session_ids": list(row["session_ids"] or []),
-        "trace_ids": list(row["trace_ids"] or []),
-        "link": f"{base}/api/v1/alerts/{alert_id}",
-        "owner": row["owner"],
-        "acknowledged_at": rfc3339(row["acknowledged_at"]),
-        "acknowledged_by": row["acknowledged_by"],
-        "silenced_until": rfc3339(row["silenced_until"]),
-        "dedup_key": row["dedup_key"],
-    }
-
-
-def silence_dict(row: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    return {
-        "id": int(row["id"]),
-        "matchers": row["matchers"],
-        "author": row["author"],
-        "comment": row["comment"],
-        "created_at": rfc3339(row["created_at"]),
-        "expires_at": rfc3339(row["expires_at"]),
-        "active": row["expires_at"] > now,
-    }
 
 
 # -- lifecycle -----------------------------------------------------------------

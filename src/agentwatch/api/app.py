@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from agentwatch import __version__
 from agentwatch.alert import store as alert_store
+from agentwatch.alert.types import alert_dict, silence_dict
 from agentwatch.api.feedback import feedback_routes
 from agentwatch.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agentwatch.api.metrics import render as render_metrics
@@ -32,7 +33,7 @@ from agentwatch.api.params import only_params as _only_params
 from agentwatch.api.params import parse_time
 from agentwatch.api.params import query_bool as _bool
 from agentwatch.api.params import query_limit as _limit
-from agentwatch.api.views import rfc3339, score_json, session_json, span_json, span_tree
+from agentwatch.api.views import score_json, session_json, span_json, span_tree
 from agentwatch.errors import AgentwatchError, BadRequest, NotFound
 from agentwatch.ingest.grpc import make_grpc_server
 from agentwatch.ingest.http import make_otlp_endpoint
@@ -42,6 +43,7 @@ from agentwatch.store import evaluations
 from agentwatch.store.erase import erase_user
 from agentwatch.store.models import utcnow
 from agentwatch.store.store import SessionFilter, decode_time_cursor, encode_time_cursor
+from agentwatch.timefmt import rfc3339
 from agentwatch.ui import ui_routes
 
 logger = logging.getLogger(__name__)
@@ -92,7 +94,7 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
             # On the writer thread: no batch of that user's spans is half-written meanwhile, and the
             # writer forgets which session each trace was filed under.
             removed = erase_user(store.engine, project_id, user_id)
-            writer._forget()  # noqa: SLF001 - caches only
+            pipeline.sessions.forget()
             return removed
 
         removed = await asyncio.wrap_future(writer.call(run))
@@ -299,13 +301,13 @@ def alert_routes(settings: Settings, pipeline: Pipeline) -> list[Route]:
             rows, cursor = alert_store.list_alerts(conn, project_id, state=q.get("state") or None,
                                                    kind=q.get("kind") or None, since_ns=since_ns, limit=limit,
                                                    cursor=q.get("cursor") or None)
-        return JSONResponse({"items": [alert_store.alert_dict(r, public_url) for r in rows], "next_cursor": cursor})
+        return JSONResponse({"items": [alert_dict(r, public_url) for r in rows], "next_cursor": cursor})
 
     def alert_one(request: Request) -> JSONResponse:
         project_id = auth.project_for(request.headers)
         with engine.connect() as conn:
             row = alert_store.get_alert(conn, project_id, alert_id_of(request))
-        return JSONResponse(alert_store.alert_dict(row, public_url))
+        return JSONResponse(alert_dict(row, public_url))
 
     async def alert_ack(request: Request) -> JSONResponse:
         project_id = await asyncio.to_thread(auth.project_for, request.headers)
@@ -323,7 +325,7 @@ def alert_routes(settings: Settings, pipeline: Pipeline) -> list[Route]:
                 return alert_store.acknowledge(conn, project_id, alert_id, by.strip() if by else None, utcnow())
 
         row = await asyncio.to_thread(run)
-        return JSONResponse(alert_store.alert_dict(row, public_url))
+        return JSONResponse(alert_dict(row, public_url))
 
     def silences_list(request: Request) -> JSONResponse:
         project_id = auth.project_for(request.headers)
@@ -335,7 +337,7 @@ def alert_routes(settings: Settings, pipeline: Pipeline) -> list[Route]:
         with engine.connect() as conn:
             rows, cursor = alert_store.list_silences(conn, project_id, not everything, now=now, limit=limit,
                                                      cursor=q.get("cursor") or None)
-        return JSONResponse({"items": [alert_store.silence_dict(r, now) for r in rows], "next_cursor": cursor})
+        return JSONResponse({"items": [silence_dict(r, now) for r in rows], "next_cursor": cursor})
 
     async def silence_create(request: Request) -> JSONResponse:
         project_id = await asyncio.to_thread(auth.project_for, request.headers)
@@ -371,7 +373,7 @@ def alert_routes(settings: Settings, pipeline: Pipeline) -> list[Route]:
                                                   body.get("comment"), expires_at, now)
 
         row = await asyncio.to_thread(run)
-        return JSONResponse({**alert_store.silence_dict(row, now), "matched_alerts": row["matched_alerts"]},
+        return JSONResponse({**silence_dict(row, now), "matched_alerts": row["matched_alerts"]},
                             status_code=201)
 
     return [

@@ -19,12 +19,13 @@ from starlette.routing import Route
 from agentwatch.api.params import only_params as _only
 from agentwatch.api.params import query_bool
 from agentwatch.api.params import query_limit as _limit
-from agentwatch.api.views import rfc3339, score_json, session_json
+from agentwatch.api.views import score_json, session_json
 from agentwatch.errors import BadRequest, NotFound
 from agentwatch.feedback import calibration, datasets, review
 from agentwatch.pipeline import Pipeline
 from agentwatch.store import evaluations, labels
 from agentwatch.store import models as m
+from agentwatch.timefmt import rfc3339
 
 
 def _id_cursor(value: str | None) -> int | None:

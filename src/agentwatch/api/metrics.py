@@ -45,7 +45,7 @@ class PipelineCollector:
         yield CounterMetricFamily("agentwatch_writer_commits", "Group commits of the writer.", writer.commits)
         watermark = GaugeMetricFamily("agentwatch_watermark_seconds", "Event-time watermark per project.",
                                       labels=["project_id"])
-        for project_id, clock in sorted(writer.clocks.items()):
+        for project_id, clock in sorted(p.sessions.clocks.items()):
             watermark.add_metric([str(project_id)], clock.watermark_ns / 1e9)
         yield watermark
         yield CounterMetricFamily("agentwatch_evaluations_done", "Evaluation jobs finished.", worker.done)

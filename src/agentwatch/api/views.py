@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timezone
 from typing import Any
 
 from agentwatch.normalize import NormalizeOptions
 from agentwatch.sessions.rebuild import normalized_span
-
-
-def rfc3339(value: int | datetime | None) -> str | None:
-    """RFC 3339 UTC from Unix nanoseconds or an aware datetime."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-    seconds, nanos = divmod(int(value), 1_000_000_000)
-    base = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{nanos:09d}Z"
+from agentwatch.timefmt import rfc3339
 
 
 def session_json(row: dict[str, Any], project: str) -> dict[str, Any]:

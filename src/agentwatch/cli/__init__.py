@@ -221,9 +221,9 @@ def eval_backfill(name: str, since: str, project: str | None, wait: bool, config
     import time
 
     from agentwatch.pipeline import Pipeline
+    from agentwatch.sessions.lifecycle import Clock
     from agentwatch.settings import parse_duration
     from agentwatch.store import evaluations
-    from agentwatch.store.writer import Clock
 
     settings = _settings(config, database_url)
     try:
@@ -239,7 +239,7 @@ def eval_backfill(name: str, since: str, project: str | None, wait: bool, config
         raise click.ClickException(f"no evaluator {name!r} to run (known: {known})")
     project_id = pipeline.store.ensure_project(project or settings.project)
     evaluations.register_evaluators(pipeline.store.engine, pipeline.catalogue.scored)
-    clock = pipeline.writer.clocks.get(project_id, Clock())
+    clock = pipeline.sessions.clocks.get(project_id, Clock())
     queued = evaluations.enqueue_window(
         pipeline.store.engine, project_id, since_ns=clock.watermark_ns - int(seconds * 1e9),
         until_ns=clock.watermark_ns + 1, reason="backfill", evaluators=[name])

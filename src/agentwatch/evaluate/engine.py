@@ -25,10 +25,10 @@ from agentwatch.evaluate.base import EvalResult, Evaluator
 from agentwatch.evaluate.build import build
 from agentwatch.evaluate.catalogue import EXTERNAL_VERSION, Catalogue, EvaluatorSpec
 from agentwatch.evaluate.session import SessionView
-from agentwatch.monitor import rollups
 from agentwatch.normalize import NormalizeOptions
 from agentwatch.sample import included
 from agentwatch.store import evaluations as ev
+from agentwatch.store import rollups
 from agentwatch.store.engine import run_retrying
 from agentwatch.store.store import Store
 

@@ -299,7 +299,7 @@ def expectation(label: Mapping[str, Any], score: Mapping[str, Any] | None) -> di
 
 
 def session_case(view: SessionView, project: str, expected: dict[str, Any]) -> dict[str, Any]:
-    from agentwatch.api.views import rfc3339
+    from agentwatch.timefmt import rfc3339
 
     return {
         "case_id": view.session_id,

@@ -21,19 +21,21 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import Connection, func, select
 
 from agentwatch.alert import store as alert_store
 from agentwatch.alert.routes import Routes
+from agentwatch.alert.types import MAX_EXAMPLES, Candidate
 from agentwatch.evaluate.catalogue import Catalogue
 from agentwatch.monitor import clusters, events, slo
-from agentwatch.monitor.base import MAX_EXAMPLES, Candidate, MonitorConfig
+from agentwatch.monitor.config import MonitorConfig
+from agentwatch.monitor.detectors import Detector, Firing, Tick, default_detectors
 from agentwatch.monitor.drift import DriftDetector
-from agentwatch.monitor.rollups import HOUR_NS, SESSION_DIMENSION, series_totals
 from agentwatch.store import models as m
 from agentwatch.store.models import utcnow
+from agentwatch.store.rollups import HOUR_NS, SESSION_DIMENSION, series_totals
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +47,6 @@ MAX_TICKS_PER_RUN = 2016
 #: Inhibitors: while one of these fires for an evaluator, its drift and burn alerts are muted.
 INHIBITING = ("calibration", "evaluator_errors")
 INHIBITED = ("drift", "burn_rate")
-
-
-class Firing(NamedTuple):
-    """A firing alert, as a tick's checks and inhibition need it."""
-
-    kind: str
-    rule: str
-    key: str
-    evaluator: str
 
 
 class Monitor:
@@ -69,6 +62,8 @@ class Monitor:
         self.interval_ns = int(config.fast_check_interval_s * _NS)
         self.slow_ns = int(config.check_interval_s * _NS)
         self.drift = DriftDetector(config.drift)
+        #: The checks each tick runs, in order.
+        self.detectors: list[Detector] = default_detectors(config, slos, self.drift)
         self.miner = clusters.Miner(config.clusters)
         #: Hysteresis by kind: an alert keeps firing this long after its condition last held.
         self.keep_firing_ns = {"new_cluster": int(config.clusters.keep_firing_for_s * _NS)}
@@ -150,57 +145,25 @@ class Monitor:
 
     def _tick(self, conn: Connection, project_id: int, tick: int, state: dict[str, Any]) -> None:
         cfg = self.config
-        specs = self.catalogue.scored
         state.setdefault("since", tick - self.interval_ns)
         drift_warm = self._warm(conn, project_id, tick, state, cfg.drift.warmup_s)
         cluster_warm = {s for s, t in state["first_seen"].items() if tick - t >= int(cfg.clusters.warmup_s * _NS)}
         reasons = clusters.ReasonSources.of(self.catalogue.specs, cfg.clusters.reason_kinds)
         self.miner.mine(conn, project_id, tick - self.interval_ns, tick, cluster_warm, reasons)
 
-        candidates: list[Candidate] = []
+        slow = tick % self.slow_ns == 0
+        at = Tick(conn, project_id, tick, state, self.catalogue, self._firing(conn, project_id), drift_warm,
+                  cluster_warm, slow=slow, hourly=slow and tick % HOUR_NS == 0)
         checked: set[tuple[str, str]] = set()
         #: Dedup keys of firing alerts a check could not judge at this tick (left as they are).
         keep: set[str] = set()
-        firing = self._firing(conn, project_id)
-        # Every fast tick: what must page within minutes.
-        slow = tick % self.slow_ns == 0
-        # Novel templates every minute; surges of known ones (not urgent, and costlier) every check interval.
-        if slow or clusters.has_young_templates(conn, project_id, tick):
-            candidates += clusters.check(conn, project_id, tick, cfg.clusters, cluster_warm, surges=slow)
-        checked.add(("new_cluster", "novel"))
-        if slow:
-            checked.add(("new_cluster", "surge"))
-        candidates += events.rare_events(conn, project_id, tick, specs, cfg)
-        checked.add(("rare_event", "failure"))
-        if slow:
-            # Every check interval: the windowed statistics.
-            windows: dict[str, Any] = {}
-            firing_z = {f.key for f in firing if (f.kind, f.rule) == ("drift", "z")}
-            for spec in specs:
-                found, window = self.drift.check(conn, project_id, tick, spec, state, drift_warm, firing_z)
-                windows[spec.name] = window
-                candidates += found
-            checked.add(("drift", "z"))
-            if tick % HOUR_NS == 0:
-                for spec in specs:
-                    paged = frozenset((c.labels["service"], c.labels["agent_version"], c.evaluator_version)
-                                      for c in candidates if (c.kind, c.rule, c.evaluator) == ("drift", "z", spec.name))
-                    found_cusum, kept = self.drift.cusum(conn, project_id, tick, spec, state, drift_warm, paged)
-                    candidates += found_cusum
-                    keep |= kept
-                checked.add(("drift", "cusum"))
-            if self.slos:
-                found_slo, checked_slo = slo.check(conn, project_id, tick, self.slos, self.catalogue,
-                                                   check_interval_s=cfg.check_interval_s)
-                candidates += found_slo
-                checked |= checked_slo
-            candidates += events.evaluator_errors(windows, specs, cfg)
-            checked.add(("evaluator_errors", "error_ratio"))
-            candidates += events.calibration(conn, project_id, tick, specs, cfg)
-            checked.add(("calibration", "agreement"))
-            candidates += events.no_data(conn, project_id, tick, cfg, state.get("since"), state["first_seen"])
-            checked |= {("no_data", "service"), ("no_data", "evaluator")}
-        self._reconcile(conn, project_id, tick, candidates, checked, firing, keep=keep, state=state)
+        for detector in self.detectors:
+            if at.runs(detector.every):
+                verdict = detector.check(at)
+                at.candidates += verdict.candidates
+                checked |= verdict.decided
+                keep |= verdict.keep
+        self._reconcile(conn, project_id, tick, at.candidates, checked, at.firing, keep=keep, state=state)
 
     def _firing(self, conn: Connection, project_id: int) -> list[Firing]:
         a = m.alerts.c

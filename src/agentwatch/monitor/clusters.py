@@ -30,13 +30,14 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, bindparam, func, insert, or_, select, update
 
+from agentwatch.alert.types import MAX_EXAMPLES, Candidate
 from agentwatch.evaluate.catalogue import EXTERNAL_PREFIX
-from agentwatch.monitor.base import MAX_EXAMPLES, Candidate, ClusterConfig
+from agentwatch.monitor.config import ClusterConfig
 from agentwatch.monitor.drain import Drain
-from agentwatch.monitor.rollups import SESSION_DIMENSION, totals
 from agentwatch.monitor.stats import poisson_sf
 from agentwatch.store import models as m
 from agentwatch.store.models import utcnow
+from agentwatch.store.rollups import SESSION_DIMENSION, totals
 
 _NS = 1_000_000_000
 #: Novel for this long after it is first seen (then it is a known template that can surge).

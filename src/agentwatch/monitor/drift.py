@@ -26,9 +26,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from agentwatch.monitor import rollups
-from agentwatch.monitor.base import Candidate, DriftConfig
-from agentwatch.monitor.rollups import HOUR_NS, Totals
+from agentwatch.alert.types import Candidate
+from agentwatch.monitor.config import DriftConfig
+from agentwatch.store import rollups
+from agentwatch.store.rollups import HOUR_NS, Totals
 
 _NS = 1_000_000_000
 SeriesKey = tuple[str, str, str, str]  # service, agent_version, intent, evaluator_version

@@ -26,11 +26,12 @@ from typing import Any, Iterable
 
 from sqlalchemy import Connection, bindparam, func, select
 
-from agentwatch.monitor.base import MAX_EXAMPLES, Candidate, MonitorConfig
+from agentwatch.alert.types import MAX_EXAMPLES, Candidate
 from agentwatch.monitor.clusters import first_trace
-from agentwatch.monitor.rollups import SESSION_DIMENSION, Totals, series_totals
+from agentwatch.monitor.config import MonitorConfig
 from agentwatch.monitor.stats import poisson_ci, wilson
 from agentwatch.store import models as m
+from agentwatch.store.rollups import SESSION_DIMENSION, Totals, series_totals
 
 _NS = 1_000_000_000
 AGREE = ("correct", "real_failure")

@@ -37,12 +37,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from sqlalchemy import Connection, and_, bindparam, case, func, select
 
+from agentwatch.alert.types import Candidate
 from agentwatch.errors import ConfigError
 from agentwatch.evaluate.catalogue import Catalogue
-from agentwatch.monitor import rollups
-from agentwatch.monitor.base import Candidate
 from agentwatch.settings import config_line, parse_duration
 from agentwatch.store import models as m
+from agentwatch.store import rollups
 
 LAYERS = ("system", "objective", "failure_mode")
 #: latency_ms: the session's duration, pauses between turns included; work_ms: the agent's own time

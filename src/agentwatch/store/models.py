@@ -313,7 +313,7 @@ Index("ix_eval_jobs_state", eval_jobs.c.state, eval_jobs.c.id)
 Index("ux_eval_jobs_session", eval_jobs.c.project_id, eval_jobs.c.session_id, unique=True,
       sqlite_where=eval_jobs.c.reason == "complete", postgresql_where=eval_jobs.c.reason == "complete")
 
-#: Per-minute event-time buckets of each series (see agentwatch.monitor.rollups).
+#: Per-minute event-time buckets of each series (see agentwatch.store.rollups).
 rollups = Table(
     "rollups",
     metadata,

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from agentwatch.alert import store as alert_store
+from agentwatch.alert.types import KINDS, alert_dict, silence_dict
 from agentwatch.api.feedback import create_label, review_items, run_json
 from agentwatch.api.views import score_json, session_json, span_tree
 from agentwatch.auth import token_from_headers
@@ -34,12 +35,11 @@ from agentwatch.errors import AgentwatchError, BadRequest, NotFound, Unauthorize
 from agentwatch.feedback import calibration, datasets, review
 from agentwatch.monitor import clusters as cluster_store
 from agentwatch.monitor import drift
-from agentwatch.monitor.base import KINDS
-from agentwatch.monitor.rollups import HOUR_NS, MINUTE_NS, SESSION_DIMENSION
 from agentwatch.pipeline import Pipeline
 from agentwatch.settings import Settings, parse_duration
 from agentwatch.store import evaluations, labels
 from agentwatch.store.models import utcnow
+from agentwatch.store.rollups import HOUR_NS, MINUTE_NS, SESSION_DIMENSION
 from agentwatch.store.store import SessionFilter
 from agentwatch.ui import charts, queries
 
@@ -308,14 +308,14 @@ class Dashboard:
                                                   since_ns=scope.since_ns, limit=10)
             sessions = queries.window_totals(conn, scope.project_id, SESSION_DIMENSION, since_ns=scope.since_ns,
                                              until_ns=scope.now_ns + MINUTE_NS, labels=scope.labels)
-        firing_alerts = [alert_store.alert_dict(r, public_url) for r in firing]
+        firing_alerts = [alert_dict(r, public_url) for r in firing]
         firing_alerts = [a for a in firing_alerts if _labels_match(a["labels"], scope)]
         rules = {a["rule"] for a in firing_alerts if a["kind"] == "burn_rate"}
         slos = [dict(e, state=slo_state(e, rules)) for e in self.pipeline.monitor.slo_status(scope.project_id)
                 if _labels_match(e["labels"], scope)]
         empty = not scope.has_sessions and not firing_alerts
         return self.render(scope, "overview.html", firing=firing_alerts,
-                           resolved=[alert_store.alert_dict(r, public_url) for r in resolved], slos=slos,
+                           resolved=[alert_dict(r, public_url) for r in resolved], slos=slos,
                            sessions=int(sessions.count), empty=empty,
                            endpoint=f"{scope.request.url.scheme}://{scope.request.url.netloc}")
 
@@ -403,9 +403,9 @@ class Dashboard:
                                                    limit=PAGE_SIZE, cursor=q.get("cursor") or None)
             silences, _ = alert_store.list_silences(conn, scope.project_id, True, now=utcnow(), limit=50)
         now = utcnow()
-        items = [alert_store.alert_dict(r, self.settings.public_url) for r in rows]
+        items = [alert_dict(r, self.settings.public_url) for r in rows]
         return self.render(scope, "alerts.html", alerts=items, state=state, kind=kind, cursor=cursor,
-                           silences=[alert_store.silence_dict(s, now) for s in silences])
+                           silences=[silence_dict(s, now) for s in silences])
 
     def alert(self, scope: Scope) -> Response:
         raw = scope.request.path_params["alert_id"]
@@ -413,7 +413,7 @@ class Dashboard:
             raise NotFound(f"alert {raw!r} not found")
         with self.engine.connect() as conn:
             row = alert_store.get_alert(conn, scope.project_id, int(raw))
-        alert = alert_store.alert_dict(row, self.settings.public_url)
+        alert = alert_dict(row, self.settings.public_url)
         return self.render(scope, "alert.html", alert=alert, notice=scope.request.query_params.get("notice"))
 
     async def ack(self, request: Request, project_id: int, fields: dict[str, str]) -> Response:

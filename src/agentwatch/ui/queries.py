@@ -18,9 +18,9 @@ from typing import Any, Mapping
 
 from sqlalchemy import Connection, case, func, select
 
-from agentwatch.monitor import rollups
-from agentwatch.monitor.rollups import HOUR_NS, SESSION_DIMENSION, ZERO, Totals
 from agentwatch.store import models as m
+from agentwatch.store import rollups
+from agentwatch.store.rollups import HOUR_NS, SESSION_DIMENSION, ZERO, Totals
 
 NS = 1_000_000_000
 #: Buckets of a score histogram over [0, 1].

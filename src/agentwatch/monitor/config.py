@@ -1,66 +1,17 @@
-"""What every check produces, and the ``alerts`` section of ``agentwatch.yaml``.
+"""The ``alerts`` section of ``agentwatch.yaml``: what each check of the monitor is configured with.
 
-A check runs at an event-time tick and answers :class:`Candidate` objects:
-the alert conditions that hold at that tick. The alert store
-(:mod:`agentwatch.alert.store`) turns them into alerts: a candidate whose
-dedup key has no firing alert opens one (``started_at`` = the tick), one that
-keeps holding updates it, and a firing alert of a rule that was checked but
-no longer holds is resolved at the tick.
+Each check's section (drift, clusters, rare events, calibration, no data,
+evaluator errors) is read into a frozen dataclass here, with every bad value
+named by file, line and key; :class:`MonitorConfig` holds them all.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from agentwatch.errors import ConfigError
 from agentwatch.settings import config_line, parse_duration
-
-KINDS = ("drift", "new_cluster", "rare_event", "burn_rate", "calibration", "no_data", "evaluator_errors")
-SEVERITIES = ("page", "ticket")
-#: The labels every alert carries (empty string: not narrowed by it).
-LABEL_NAMES = ("service", "agent_version", "intent")
-#: Most session and trace ids an alert keeps.
-MAX_EXAMPLES = 20
-
-
-@dataclass
-class Candidate:
-    """An alert condition holding at one tick."""
-
-    kind: str
-    rule: str
-    severity: str
-    summary: str
-    dimension: str = ""
-    evaluator: str = ""
-    evaluator_version: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)
-    session_ids: list[str] = field(default_factory=list)
-    trace_ids: list[str] = field(default_factory=list)
-    owner: str | None = None
-    #: Event time the condition began to hold, when earlier than the tick (a label's event time).
-    started_ns: int | None = None
-    #: Extra identity beyond kind, rule, dimension, version and labels (a template id).
-    discriminator: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown alert kind {self.kind!r}")
-        if self.severity not in SEVERITIES:
-            raise ValueError(f"unknown severity {self.severity!r}")
-        self.labels = {name: str(self.labels.get(name) or "") for name in LABEL_NAMES}
-
-    @property
-    def dedup_key(self) -> str:
-        """Stable across ticks and replays: no times, no figures."""
-        parts = [self.kind, self.rule, self.dimension, self.evaluator_version,
-                 *(self.labels[name] for name in LABEL_NAMES), self.discriminator]
-        readable = ":".join(p for p in (self.kind, self.rule, self.dimension) if p)
-        digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
-        return f"{readable}:{digest}"
 
 
 def _duration(section: Mapping[str, Any], key: str, default: float, where: str, dotted: str) -> float:

@@ -12,10 +12,10 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from agentwatch.api.app import create_app
-from agentwatch.monitor import rollups
 from agentwatch.pipeline import Pipeline
 from agentwatch.sample import included
 from agentwatch.store import models as m
+from agentwatch.store import rollups
 from agentwatch.testing import agent_session_request, configured_pipeline
 
 T0 = 1_767_225_600_000_000_000
