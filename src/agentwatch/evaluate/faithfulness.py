@@ -128,7 +128,8 @@ from typing import Any
 
 from agentwatch.evaluate.arithmetic import Operand, explain
 from agentwatch.evaluate.base import EvalResult
-from agentwatch.evaluate.rules import ParamReader, ToolError, _matches
+from agentwatch.evaluate.rules import ParamReader, ToolError
+from agentwatch.evaluate.rules.common import matches_any
 from agentwatch.evaluate.session import SessionView, Turn
 from agentwatch.normalize.messages import message_text
 
@@ -842,7 +843,7 @@ class _Checker:
         """The results of the turn's ``outcome_tools`` calls that worked: what its actions did."""
         if not self.params.outcome_tools:
             return []
-        worked = [call for call in turn.tool_calls if _matches(call.name, self.params.outcome_tools)
+        worked = [call for call in turn.tool_calls if matches_any(call.name, self.params.outcome_tools)
                   and call.result is not None and _ACTION_ERRORS.problem(call) is None]
         return [source for call in worked
                 for source in self._indexed("turn", f"{call.name} result, turn {turn.index}", [_dump(call.result)])]

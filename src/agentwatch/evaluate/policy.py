@@ -53,7 +53,8 @@ from typing import Any
 
 from agentwatch.evaluate import faithfulness
 from agentwatch.evaluate.base import EvalResult
-from agentwatch.evaluate.rules import RULES, ParamReader, Rule, ToolError, _json, _listing, _matches, _number, _short
+from agentwatch.evaluate.rules import RULES, ParamReader, Rule, ToolError
+from agentwatch.evaluate.rules.common import listing, matches_any, parse_json, parse_number, shorten
 from agentwatch.evaluate.session import SessionView, ToolCall, Turn
 from agentwatch.normalize.messages import message_text
 
@@ -68,7 +69,7 @@ GROUNDED_SOURCES = ("results", "user", "answers")
 def _values_at(value: Any, path: Sequence[str]) -> Iterator[tuple[str, Any]]:
     """``(concrete path, value)`` for each match of ``path`` (``*`` = every list item) in ``value``."""
     def walk(node: Any, rest: Sequence[str], where: list[str]) -> Iterator[tuple[str, Any]]:
-        node = _json(node)
+        node = parse_json(node)
         if not rest:
             yield ".".join(where), node
             return
@@ -92,7 +93,7 @@ class _Record:
         self.dates: set[str] = set()
 
     def add_value(self, value: Any) -> None:
-        value = _json(value)
+        value = parse_json(value)
         if isinstance(value, Mapping):
             for key, item in value.items():
                 self.strings.add(str(key).lower())
@@ -104,7 +105,7 @@ class _Record:
             self.strings.add(value.strip().lower())
             self.add_text(value)
         elif not isinstance(value, bool):
-            number = _number(value)
+            number = parse_number(value)
             if number is not None:
                 self.numbers.add(abs(number))
 
@@ -112,14 +113,14 @@ class _Record:
         self.dates.update(faithfulness.dates_in(text))
         self.strings.update(token.lower() for token in _TOKEN.findall(text))
         for m in _NUMBER.finditer(text):
-            number = _number(m.group(1))
+            number = parse_number(m.group(1))
             if number is not None:
                 self.numbers.add(abs(number))
 
     def holds(self, value: Any) -> bool:
         if isinstance(value, bool) or value is None:
             return True
-        number = _number(value)
+        number = parse_number(value)
         if number is not None:
             return abs(number) in self.numbers
         if isinstance(value, str):
@@ -183,14 +184,14 @@ class GroundedArguments(Rule):
                 for text in users:
                     record.add_text(text)
             for call in turn.tool_calls:
-                if _matches(call.name, self.params.tools) and \
+                if matches_any(call.name, self.params.tools) and \
                         (not self.params.successful_only or _ERRORS.problem(call) is None):
                     judged += 1
                     problems.extend(self._ungrounded(call, record, answers if "answers" in sources else []))
                 if "results" in sources and call.result is not None:
                     record.add_value(call.result)
         if problems:
-            return EvalResult.ok(0.0, reason=_listing(problems))
+            return EvalResult.ok(0.0, reason=listing(problems))
         if not judged:
             return EvalResult.ok(1.0, reason="none of the tools was called" + (
                 " successfully" if self.params.successful_only else ""))
@@ -207,7 +208,7 @@ class GroundedArguments(Rule):
         for path in self.params.fields:
             for where, value in _values_at(call.arguments, path):
                 if not seen.holds(value):
-                    out.append(f"{call.name}.{where} = {_short(json.dumps(value, default=str), 60)} is in no earlier "
+                    out.append(f"{call.name}.{where} = {shorten(json.dumps(value, default=str), 60)} is in no earlier "
                                f"tool result{', user message or answer' if answers else ''} (span {call.span_id})")
         return out
 
@@ -242,7 +243,7 @@ class CallLimit(Rule):
         for turn in session.turns:
             scope = turn.index if self.params.per == "user_message" else 0
             for call in turn.tool_calls:
-                if not _matches(call.name, self.params.tools) or _ERRORS.problem(call) is not None:
+                if not matches_any(call.name, self.params.tools) or _ERRORS.problem(call) is not None:
                     continue
                 total += 1
                 values = tuple(json.dumps([v for _, v in _values_at(call.arguments, path)], sort_keys=True,
@@ -252,13 +253,13 @@ class CallLimit(Rule):
         for (scope, name, values), calls in counts.items():
             if len(calls) > self.params.max_calls:
                 where = f"for user message {scope}" if self.params.per == "user_message" else "in the session"
-                keyed = "".join(f" with {'.'.join(path)} {_short(value, 60)}"
+                keyed = "".join(f" with {'.'.join(path)} {shorten(value, 60)}"
                                 for path, value in zip(self.params.key, values, strict=True))
                 spans = ", ".join(c.span_id for c in calls)
                 problems.append(f"{name}{keyed} worked {len(calls)} times {where} (limit {self.params.max_calls}; "
                                 f"spans {spans})")
         if problems:
-            return EvalResult.ok(0.0, reason=_listing(problems))
+            return EvalResult.ok(0.0, reason=listing(problems))
         return EvalResult.ok(1.0, reason=f"{total} consequential call(s) within the limit")
 
 
