@@ -303,7 +303,7 @@ def config_text(judge_url: str, judge_rate: float) -> str:
 
 
 def _serve_judge(delay: float, port_queue: Any, stop: Any) -> None:
-    from agentwatch.testing_judge import FakeJudgeServer, Reply
+    from agentwatch.testing.judge import FakeJudgeServer, Reply
 
     with FakeJudgeServer(default=Reply.verdict(0.8, "resolved", delay_s=delay)) as server:
         port_queue.put((server.base_url, os.getpid()))

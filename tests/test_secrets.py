@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, select
 from agentwatch.store import models as m
 from agentwatch.store.store import hash_key
 from agentwatch.testing import ServerProcess, agent_session_request
-from agentwatch.testing_judge import FakeJudgeServer, JudgeRequest, Reply
+from agentwatch.testing.judge import FakeJudgeServer, JudgeRequest, Reply
 
 PB = {"content-type": "application/x-protobuf"}
 KEY_ENV = "AW_TEST_SECRET_JUDGE_KEY"

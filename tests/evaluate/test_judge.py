@@ -25,7 +25,7 @@ from agentwatch.evaluate.judge import (
     retry_after_seconds,
 )
 from agentwatch.evaluate.session import SessionView
-from agentwatch.testing_judge import FakeJudgeServer, JudgeRequest, Reply
+from agentwatch.testing.judge import FakeJudgeServer, JudgeRequest, Reply
 
 KEY_ENV = "AGENTWATCH_TEST_JUDGE_KEY"
 KEY = "sk-test-0123456789abcdef-do-not-leak"

@@ -15,7 +15,7 @@ from agentwatch.settings import load_settings
 from agentwatch.store import evaluations as ev
 from agentwatch.store.store import Store
 from agentwatch.testing import agent_session_request
-from agentwatch.testing_judge import FakeJudgeServer, JudgeRequest, Reply
+from agentwatch.testing.judge import FakeJudgeServer, JudgeRequest, Reply
 
 T0 = 1_767_225_600_000_000_000
 PB = {"content-type": "application/x-protobuf"}

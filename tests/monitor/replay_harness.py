@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 import httpx
 
 from agentwatch.testing import ServerProcess
-from agentwatch.testing_judge import FakeJudgeServer, JudgeRequest, Reply
+from agentwatch.testing.judge import FakeJudgeServer, JudgeRequest, Reply
 from agentwatch.traffic import GeneratedSession, Generator, flush, send
 
 NS = 1_000_000_000

@@ -35,7 +35,7 @@ from replay_harness import (
     stable,
 )
 
-from agentwatch.testing_judge import FakeJudgeServer
+from agentwatch.testing.judge import FakeJudgeServer
 from agentwatch.traffic.incidents import GoalFailures, NewAgentVersion, NewToolError, OffPolicyRefund, SlowIntent
 
 #: How long after the incident's start each replay keeps sending.

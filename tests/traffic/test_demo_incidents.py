@@ -145,7 +145,7 @@ def test_every_scenario_makes_its_incidents_before_now() -> None:
 def test_the_example_judges_score_against_an_endpoint_when_one_is_configured(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """``requires_env`` loads them only with ``AGENTWATCH_JUDGE_BASE_URL``; then they ask that endpoint."""
-    from agentwatch.testing_judge import FakeJudgeServer, Reply
+    from agentwatch.testing.judge import FakeJudgeServer, Reply
 
     session = next(iter(Generator(6, START, 120).sessions(count=1)))
     with FakeJudgeServer(default=Reply.verdict(0.25, "the refund was not confirmed")) as server:

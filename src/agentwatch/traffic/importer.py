@@ -43,16 +43,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from agentwatch import __version__
 from agentwatch.errors import AgentwatchError
 from agentwatch.normalize.attributes import json_value
-from agentwatch.traffic.generator import (
-    NS_PER_MS,
-    NS_PER_S,
-    TraceBuilder,
-    compact_json,
-    export_request,
-    sdk_resource,
-    tool_call_part,
-    tool_response_message,
-)
+from agentwatch.otlp import TraceBuilder, export_request, sdk_resource
+from agentwatch.traffic.generator import NS_PER_MS, NS_PER_S, compact_json, tool_call_part, tool_response_message
 
 SCOPE = ("agentwatch.traffic.importer", __version__)
 

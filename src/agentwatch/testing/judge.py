@@ -7,7 +7,7 @@ holds hundreds of slow concurrent requests for the price of a coroutine
 each. What it answers is scripted per request: queued :class:`Reply` objects
 first, then ``handler(request)`` when one is set, then ``default``::
 
-    from agentwatch.testing_judge import FakeJudgeServer, Reply
+    from agentwatch.testing.judge import FakeJudgeServer, Reply
 
     with FakeJudgeServer(default=Reply.verdict(0.9, "fine", delay_s=0.5)) as server:
         server.script(Reply.rate_limited(retry_after=1), Reply.error(500), Reply(content="not json"))
