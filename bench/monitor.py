@@ -74,6 +74,7 @@ from agentwatch.monitor import clusters, events, slo
 from agentwatch.monitor.checker import Monitor
 from agentwatch.monitor.config import MonitorConfig
 from agentwatch.monitor.drift import DriftDetector
+from agentwatch.monitor.slo import burn as slo_burn
 from agentwatch.store import evaluations, rollups
 from agentwatch.store import models as m
 from agentwatch.store.engine import make_engine, migrate
@@ -557,8 +558,8 @@ def instrument() -> None:
         (DriftDetector, "_hours", "  drift baseline hours (cached per hour)"),
         (DriftDetector, "cusum", "drift CUSUM (hourly)"),
         (slo, "check", "SLO burn rates"),
-        (slo, "record_slices", "  SLO time slices"),
-        (slo, "examples", "  SLO alert examples"),
+        (slo_burn, "record_slices", "  SLO time slices"),  # check looks both up in its own module
+        (slo_burn, "examples", "  SLO alert examples"),
         (events, "calibration", "calibration"),
         (events, "no_data", "no data"),
         (Monitor, "_warm", "warm-up"),
