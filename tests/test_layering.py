@@ -32,7 +32,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "monitor": ("ingest", "feedback"),
 }
 for _stage in STAGES:
-    FORBIDDEN[_stage] = (*FORBIDDEN.get(_stage, ()), *OUTER)
+    FORBIDDEN[_stage] = (*FORBIDDEN.get(_stage, ()), *OUTER, "testing")
 
 #: Modules (beyond the standard library) that mean I/O: normalize is pure.
 IO_MODULES = ("sqlalchemy", "httpx", "socket", "urllib.request", "subprocess", "grpc", "psycopg", "sqlite3")
@@ -102,6 +102,15 @@ def test_a_stage_never_imports_the_stages_after_it_or_the_outer_layers(stage: st
     assert not found, "\n".join(sorted(set(found)))
 
 
+def test_only_tests_import_the_test_helpers() -> None:
+    """``agentwatch.testing`` builds on the product, never the other way round (OTLP builders live in
+    ``agentwatch.otlp``)."""
+    found = [f"{path.relative_to(SRC.parent)}:{line} imports {name}"
+             for path in _sources() if path.parent.name != "testing"
+             for line, name in _imports(path) if _package_of(name) == "testing"]
+    assert not found, "\n".join(sorted(set(found)))
+
+
 def test_normalize_does_no_io() -> None:
     found = [f"{path.relative_to(SRC.parent)}:{line} imports {name}"
              for path in sorted((SRC / "normalize").rglob("*.py"))
@@ -128,3 +137,10 @@ def test_the_walk_sees_imports_in_functions_and_skips_type_checking_blocks(tmp_p
     names = [name for _, name in _imports(sample, root)]
     assert "agentwatch.monitor" in names and "agentwatch.monitor.checker" in names
     assert not any(name.startswith("agentwatch.api") for name in names)
+
+
+def test_the_catalogue_builds_through_the_kind_registry_which_never_imports_it() -> None:
+    """``evaluate.catalogue`` imports ``evaluate.build`` (the registry of kinds); not the other way round."""
+    build = SRC / "evaluate" / "build.py"
+    assert not [name for _, name in _imports(build) if name.startswith("agentwatch.evaluate.catalogue")]
+    assert any(name == "agentwatch.evaluate.build" for _, name in _imports(SRC / "evaluate" / "catalogue.py"))

@@ -99,3 +99,37 @@ def test_embedding_faithfulness_without_the_extra_is_a_config_error(tmp_path: Pa
             catalogue_of(tmp_path, text)
     with pytest.raises(ConfigError, match="method: expected claims"):
         catalogue_of(tmp_path, text.replace("embedding", "magic"))
+
+
+def test_a_registered_kind_is_loaded_validated_and_built(tmp_path: Path) -> None:
+    from agentwatch.evaluate import build as registry
+    from agentwatch.evaluate.base import EvalResult
+
+    class Constant:
+        def __init__(self, value: float) -> None:
+            self.value = value
+
+        async def evaluate(self, session):  # type: ignore[no-untyped-def]
+            return EvalResult.ok(self.value)
+
+    def constant(spec, check_only):  # type: ignore[no-untyped-def]
+        value = spec.params.get("value")
+        if not isinstance(value, (int, float)):
+            raise ValueError(f"value: expected a number, got {value!r}")
+        return Constant(float(value))
+
+    text = "evaluators:\n  - name: always\n    kind: constant\n    params: {value: 0.5}\n"
+    with pytest.raises(ConfigError, match="kind: expected one of rule, python, llm, faithfulness, external"):
+        catalogue_of(tmp_path, text)
+    registry.register_kind("constant")(constant)
+    try:
+        with pytest.raises(ValueError, match="registered already"):
+            registry.register_kind("constant")(constant)
+        spec = catalogue_of(tmp_path, text).by_name("always")
+        assert spec is not None and spec.kind == "constant"
+        evaluator = registry.build(spec)
+        assert isinstance(evaluator, Constant) and evaluator.value == 0.5
+        with pytest.raises(ConfigError, match=r"line 4, key evaluators\[0\].params: value: expected a number"):
+            catalogue_of(tmp_path, "evaluators:\n  - name: always\n    kind: constant\n    params: {value: x}\n")
+    finally:
+        del registry.BUILDERS["constant"]

@@ -29,7 +29,6 @@ are policy, not content, and keep the version.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import json
 import os
@@ -40,9 +39,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from agentwatch.errors import ConfigError
+from agentwatch.evaluate.build import BUILDERS, build, import_function
 from agentwatch.settings import config_line
 
-KINDS = ("rule", "python", "llm", "faithfulness", "external")
 DIRECTIONS = ("higher_is_better", "lower_is_better")
 SEVERITIES = ("page", "ticket")
 #: Kinds cheap enough to run on every session by default.
@@ -200,6 +199,11 @@ class Catalogue:
         return declared or EvaluatorSpec(name=name, kind="external", threshold=None)
 
 
+def kinds() -> tuple[str, ...]:
+    """The kinds a spec may name: every registered builder, and ``external`` (scores posted over the API)."""
+    return (*BUILDERS, "external")
+
+
 # -- loading ---------------------------------------------------------------
 
 _KEYS = {"name", "kind", "rule", "function", "params", "threshold", "direction", "severity", "owner",
@@ -282,15 +286,15 @@ def _spec(where: str, index: int, entry: Any, sections: Mapping[str, Any]) -> Ev
         key = sorted(unknown)[0]
         raise fail(key, f"unknown key (known: {', '.join(sorted(_KEYS))})")
     kind = entry.get("kind")
-    if kind not in KINDS:
-        raise fail("kind", f"expected one of {', '.join(KINDS)}, got {kind!r}")
+    if kind not in kinds():
+        raise fail("kind", f"expected one of {', '.join(kinds())}, got {kind!r}")
     fields: dict[str, Any] = {}
     function = entry.get("function")
     source = None
     if kind == "python":
         if not isinstance(function, str) or ":" not in function:
             raise fail("function", "expected 'module:function' for a python evaluator")
-        func = _import(function, lambda message: fail("function", message))
+        func = import_function(function, lambda message: fail("function", message))
         try:
             source = inspect.getsource(func)
         except (OSError, TypeError):
@@ -338,8 +342,6 @@ def _spec(where: str, index: int, entry: Any, sections: Mapping[str, Any]) -> Ev
         dataset_version=None if dataset_version is None else str(dataset_version), source=source,
     )
     try:
-        from agentwatch.evaluate.build import build
-
         if kind != "external":
             build(spec, check_only=True)
     except (ValueError, TypeError) as exc:
@@ -360,24 +362,3 @@ def _filter(entry: Mapping[str, Any], fail: Callable[[str, str], ConfigError]) -
             raise fail("filter", f"{key}: expected a string or a list of strings")
         values[key] = tuple(items)
     return Filter(**values)
-
-
-def _import(path: str, fail: Callable[[str], ConfigError]) -> Callable[..., Any]:
-    module_name, _, attr = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import failure is a config error
-        raise fail(f"cannot import {module_name!r}: {exc}") from exc
-    target: Any = module
-    for part in attr.split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            raise fail(f"{module_name!r} has no {attr!r}")
-    if not callable(target):
-        raise fail(f"{path} is not callable")
-    return target  # type: ignore[no-any-return]
-
-
-def resolve_function(path: str) -> Callable[..., Any]:
-    """The callable of a ``module:function`` path (imported already by :func:`load_catalogue`)."""
-    return _import(path, ConfigError)

@@ -26,8 +26,8 @@ from sqlalchemy import Connection, Engine, select, update
 
 from agentwatch.errors import BadRequest, NotFound
 from agentwatch.evaluate.base import EvalResult, Evaluator
-from agentwatch.evaluate.build import build
-from agentwatch.evaluate.catalogue import TRANSPORT_PARAMS, Catalogue, EvaluatorSpec, resolve_function
+from agentwatch.evaluate.build import build, resolve_function
+from agentwatch.evaluate.catalogue import TRANSPORT_PARAMS, Catalogue, EvaluatorSpec
 from agentwatch.feedback import agreement
 from agentwatch.feedback.datasets import read_version
 from agentwatch.feedback.snapshot import view_of
