@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from agentwatch.alert.routes import PAGERDUTY_URL, load_routes
+from agentwatch.alert.notifiers import PAGERDUTY_URL
+from agentwatch.alert.routes import load_routes
 from agentwatch.errors import ConfigError
 from agentwatch.settings import load_file
 

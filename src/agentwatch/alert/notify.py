@@ -22,13 +22,11 @@ values are never logged and are blanked out of ``last_error``.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 import httpx
@@ -37,195 +35,19 @@ from sqlalchemy import Engine
 
 from agentwatch import __version__
 from agentwatch.alert import store as alert_store
+from agentwatch.alert.notifiers import NOTIFIER_TYPES
 from agentwatch.alert.routes import Notifier, Routes
 from agentwatch.alert.types import alert_dict
+from agentwatch.retry_after import retry_after_s
 from agentwatch.store.models import utcnow
 
 logger = logging.getLogger(__name__)
-#: The log notifier writes here.
-alert_logger = logging.getLogger("agentwatch.alert")
-
-#: PagerDuty limits (Events API v2).
-PD_SUMMARY_MAX = 1024
-PD_DEDUP_MAX = 255
-#: Slack's limit on one mrkdwn text object is 3000 characters.
-SLACK_TEXT_MAX = 2900
-#: Example sessions shown in a Slack message.
-SLACK_EXAMPLES = 5
 OUTCOMES = ("sent", "retried", "failed")
-
-
-def status_of(event: str) -> str:
-    return "resolved" if event == "resolve" else "firing"
-
-
-# -- messages --------------------------------------------------------------------
-
-
-def webhook_payload(event: str, alert: Mapping[str, Any]) -> dict[str, Any]:
-    return {"version": 1, "status": status_of(event), "event": event, "alert": dict(alert)}
-
-
-def _slack_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _figure(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, separators=(",", ":"), default=str)
-    return str(value)
-
-
-def _labels_text(labels: Mapping[str, Any]) -> str:
-    shown = [f"{k}={v}" for k, v in labels.items() if v]
-    return ", ".join(shown) if shown else "all"
-
-
-def slack_payload(event: str, alert: Mapping[str, Any]) -> dict[str, Any]:
-    """An incoming-webhook message: ``text`` (the notification fallback) and Block Kit ``blocks``."""
-    word = {"trigger": "FIRING", "repeat": "STILL FIRING", "resolve": "RESOLVED"}.get(event, event.upper())
-    icon = ":white_check_mark:" if event == "resolve" else (
-        ":rotating_light:" if alert["severity"] == "page" else ":warning:")
-    severity = str(alert["severity"]).upper()
-    headline = f"{word} [{severity}] {alert['kind']} {alert['rule']}: {alert['summary']}"
-    esc = _slack_escape
-    title = (f"{icon} *{word}* [{severity}] *{esc(str(alert['kind']))}* `{esc(str(alert['rule']))}`\n"
-             f"{esc(str(alert['summary']))}")
-    evaluator = alert.get("evaluator") or ""
-    if evaluator and alert.get("evaluator_version"):
-        evaluator = f"{evaluator} (version {alert['evaluator_version']})"
-    when = f"started {alert['started_at']}"
-    if alert.get("resolved_at"):
-        when += f"\nresolved {alert['resolved_at']}"
-    fields = [
-        ("Kind", str(alert["kind"])), ("Severity", str(alert["severity"])),
-        ("Evaluator", evaluator or "-"), ("Dimension", str(alert.get("dimension") or "-")),
-        ("Labels", _labels_text(alert.get("labels") or {})), ("Event time", when),
-    ]
-    if alert.get("owner"):
-        fields.append(("Owner", str(alert["owner"])))
-    blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": _cut(title, SLACK_TEXT_MAX)}},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": _cut(f"*{name}*\n{esc(value)}", 1900)}
-                                       for name, value in fields]},
-    ]
-    figures = alert.get("figures") or {}
-    if figures:
-        lines = "\n".join(f"• {esc(str(k))}: {esc(_figure(v))}" for k, v in figures.items())
-        blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                                   "text": _cut(f"*Figures*\n{lines}", SLACK_TEXT_MAX)}})
-    sessions = list(alert.get("session_ids") or [])
-    if sessions:
-        shown = ", ".join(f"`{esc(s)}`" for s in sessions[:SLACK_EXAMPLES])
-        more = f" and {len(sessions) - SLACK_EXAMPLES} more" if len(sessions) > SLACK_EXAMPLES else ""
-        blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                                   "text": _cut(f"*Example sessions*\n{shown}{more}", SLACK_TEXT_MAX)}})
-    blocks.append({"type": "context", "elements": [
-        {"type": "mrkdwn", "text": f"<{alert['link']}|Open alert {alert['id']}> · agentwatch"}]})
-    return {"text": _cut(headline, SLACK_TEXT_MAX), "blocks": blocks}
-
-
-def pagerduty_dedup_key(key: str) -> str:
-    """The alert's dedup key, cut to PagerDuty's 255 characters keeping its hash suffix."""
-    return key if len(key) <= PD_DEDUP_MAX else key[: PD_DEDUP_MAX - 17] + key[-17:]
-
-
-def _pd_timestamp(value: str | None) -> str | None:
-    """RFC 3339 with milliseconds (the nanosecond form is more than PagerDuty parses)."""
-    if not value:
-        return None
-    head, dot, rest = value.rstrip("Z").partition(".")
-    return f"{head}.{(rest + '000')[:3]}Z" if dot else f"{head}Z"
-
-
-def pagerduty_payload(event: str, alert: Mapping[str, Any], routing_key: str) -> dict[str, Any]:
-    """An Events API v2 event; a resolve carries only the routing key and the dedup key."""
-    dedup_key = pagerduty_dedup_key(str(alert["dedup_key"]))
-    if event == "resolve":
-        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key}
-    labels = dict(alert.get("labels") or {})
-    service = labels.get("service") or ""
-    details: dict[str, Any] = dict(alert.get("figures") or {})
-    details.update({
-        "rule": alert["rule"], "dimension": alert.get("dimension") or None,
-        "evaluator": alert.get("evaluator") or None, "evaluator_version": alert.get("evaluator_version") or None,
-        "labels": labels, "session_ids": list(alert.get("session_ids") or []),
-        "trace_ids": list(alert.get("trace_ids") or []), "started_at": alert["started_at"],
-        "alert_id": alert["id"], "owner": alert.get("owner"),
-    })
-    payload: dict[str, Any] = {
-        "summary": _cut(str(alert["summary"]) or f"{alert['kind']} {alert['rule']}", PD_SUMMARY_MAX),
-        "source": f"agentwatch/{service}" if service else "agentwatch",
-        "severity": "critical" if alert["severity"] == "page" else "warning",
-        "timestamp": _pd_timestamp(alert.get("started_at")),
-        "component": alert.get("evaluator") or alert.get("dimension") or alert["rule"],
-        "group": service or labels.get("intent") or "agentwatch",
-        "class": alert["kind"],
-        "custom_details": details,
-    }
-    return {
-        "routing_key": routing_key,
-        "event_action": "trigger",
-        "dedup_key": dedup_key,
-        "payload": payload,
-        "links": [{"href": alert["link"], "text": f"agentwatch alert {alert['id']}"}],
-        "client": "agentwatch",
-        "client_url": alert["link"],
-    }
-
-
-def build_request(notifier: Notifier, event: str,
-                  alert: Mapping[str, Any]) -> tuple[str, dict[str, Any], dict[str, str]]:
-    """(url, JSON body, extra headers) of one message to an HTTP notifier."""
-    if notifier.url is None:
-        raise ValueError(f"notifier {notifier.name} has no URL")
-    if notifier.type == "webhook":
-        return notifier.url, webhook_payload(event, alert), dict(notifier.headers)
-    if notifier.type == "slack":
-        return notifier.url, slack_payload(event, alert), {}
-    if notifier.type == "pagerduty":
-        return notifier.url, pagerduty_payload(event, alert, notifier.routing_key or ""), {}
-    raise ValueError(f"notifier type {notifier.type} does not send HTTP requests")
-
-
-def log_event(event: str, alert: Mapping[str, Any]) -> None:
-    """The log notifier: one JSON line per alert event on the ``agentwatch.alert`` logger."""
-    record = {
-        "event": event, "status": status_of(event), "id": alert["id"], "kind": alert["kind"],
-        "rule": alert["rule"], "severity": alert["severity"], "evaluator": alert.get("evaluator"),
-        "labels": alert.get("labels"), "started_at": alert.get("started_at"),
-        "resolved_at": alert.get("resolved_at"), "summary": alert.get("summary"), "link": alert.get("link"),
-    }
-    level = logging.INFO if event == "resolve" else logging.WARNING
-    alert_logger.log(level, "alert %s %s", event, json.dumps(record, sort_keys=True, default=str),
-                     extra={"alert": record})
+#: The longest wait a Retry-After header gets.
+MAX_RETRY_AFTER_S = 3600.0
 
 
 # -- sending ---------------------------------------------------------------------
-
-
-def retry_after_s(value: str | None, now: datetime) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), at most one hour."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - now).total_seconds()
-    return min(max(seconds, 0.0), 3600.0)
 
 
 def _redact(text: str, notifier: Notifier | None) -> str:
@@ -373,11 +195,11 @@ class Dispatcher:
             self._give_up(row, notifier.type if notifier else "unknown", attempts, reason, now)
             return None
         payload = alert_dict(alert, self.public_url)
-        if notifier.type == "log":
-            log_event(row["event"], payload)
+        request = NOTIFIER_TYPES[notifier.type].request(notifier, row["event"], payload)
+        if request is None:  # delivered in process
             self._sent(row, notifier, attempts, now)
             return None
-        url, body, headers = build_request(notifier, row["event"], payload)
+        url, body, headers = request
         if self._client is None:
             self._client = httpx.Client(timeout=self.timeout_s, follow_redirects=False,
                                         headers={"user-agent": f"agentwatch/{__version__}"})
@@ -395,7 +217,7 @@ class Dispatcher:
             if status != 429 and status < 500:
                 self._give_up(row, notifier.type, attempts, error, now)
                 return None
-            retry_after = retry_after_s(response.headers.get("retry-after"), now)
+            retry_after = retry_after_s(response.headers, now=now.timestamp(), at_most=MAX_RETRY_AFTER_S)
         if attempts >= self.max_attempts:
             self._give_up(row, notifier.type, attempts, f"{error} (gave up after {attempts} attempts)", now)
             return None

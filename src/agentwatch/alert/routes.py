@@ -31,24 +31,16 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from agentwatch.alert.notifiers import NOTIFIER_TYPES
 from agentwatch.alert.types import KINDS, LABEL_NAMES, SEVERITIES
 from agentwatch.errors import ConfigError
 from agentwatch.settings import config_line
 
-NOTIFIER_TYPES = ("webhook", "slack", "pagerduty", "log")
-#: PagerDuty Events API v2.
-PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 #: Name of the notifier that takes the alerts no route takes.
 FALLBACK = "log"
 
 _MATCH_KEYS = ("kind", "severity", "evaluator", "rule", "owner", "labels")
 _ROUTE_KEYS = ("match", "notifiers", "continue")
-_NOTIFIER_KEYS = {
-    "webhook": {"type", "name", "url", "headers"},
-    "slack": {"type", "name", "url"},
-    "pagerduty": {"type", "name", "routing_key", "url"},
-    "log": {"type", "name"},
-}
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -242,7 +234,8 @@ def _notifier(item: Mapping[str, Any], dotted: str, env: Mapping[str, str], fail
     kind = item.get("type")
     if kind not in NOTIFIER_TYPES:
         raise fail(item, "type", f"{dotted}.type", f"expected one of {', '.join(NOTIFIER_TYPES)}, got {kind!r}")
-    allowed = _NOTIFIER_KEYS[kind]
+    notifier_type = NOTIFIER_TYPES[kind]
+    allowed = notifier_type.keys
     for key in item:
         if key not in allowed:
             raise fail(item, key, f"{dotted}.{key}",
@@ -261,15 +254,15 @@ def _notifier(item: Mapping[str, Any], dotted: str, env: Mapping[str, str], fail
             raise fail(item, key, f"{dotted}.{key}", "expected a non-empty string")
         return _expand(value.strip(), env, fail, item, key, f"{dotted}.{key}")
 
-    url = secret("url", kind in ("webhook", "slack"))
+    url = secret("url", "url" in notifier_type.requires)
     if url is not None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             # The value is not repeated: a webhook URL is a secret.
             raise fail(item, "url", f"{dotted}.url", "expected an http:// or https:// URL")
-    routing_key = secret("routing_key", kind == "pagerduty")
-    if kind == "pagerduty" and url is None:
-        url = PAGERDUTY_URL
+    routing_key = secret("routing_key", "routing_key" in notifier_type.requires)
+    if url is None:
+        url = notifier_type.default_url
     headers: list[tuple[str, str]] = []
     raw_headers = item.get("headers")
     if raw_headers is not None:
