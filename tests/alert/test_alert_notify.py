@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, select
 
 from agentwatch.alert import store as alert_store
-from agentwatch.alert.notify import Dispatcher, retry_after_s
+from agentwatch.alert.notify import Dispatcher
 from agentwatch.alert.routes import Routes, load_routes
 from agentwatch.store import models as m
 
@@ -178,13 +178,6 @@ def test_log_notifier_and_unknown_notifier(db: Engine, caplog: pytest.LogCapture
     dispatcher.run_once(NOW)
     [gone] = [r for r in outbox(db) if r["notifier"] == "gone"]
     assert gone["state"] == "failed" and "no longer configured" in gone["last_error"]
-
-
-def test_retry_after_forms() -> None:
-    assert retry_after_s("120", NOW) == 120.0
-    assert retry_after_s("Thu, 01 Jan 2026 00:31:00 GMT", NOW) == 60.0
-    assert retry_after_s("soon", NOW) is None and retry_after_s(None, NOW) is None
-    assert retry_after_s("999999", NOW) == 3600.0
 
 
 def test_dispatcher_queues_repeats_until_acknowledged(db: Engine, caplog: pytest.LogCaptureFixture) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import email.utils
 import json
 import time
 from collections.abc import Iterator
@@ -22,7 +21,6 @@ from agentwatch.evaluate.judge import (
     VerdictError,
     judge_from_params,
     parse_verdict,
-    retry_after_seconds,
 )
 from agentwatch.evaluate.session import SessionView
 from agentwatch.testing.judge import FakeJudgeServer, JudgeRequest, Reply
@@ -162,19 +160,6 @@ def test_retry_after_longer_than_the_cap_fails_at_once(server: FakeJudgeServer, 
     result = run_one(LLMJudge(config(server, retry_after_max_s=5)))
     assert result.is_error and "429" in (result.error or "") and "3600" in (result.error or "")
     assert len(server.requests) == 1
-
-
-def test_retry_after_parsing() -> None:
-    now = 1_700_000_000.0
-    date = email.utils.formatdate(now + 30, usegmt=True)
-    assert retry_after_seconds({"retry-after": "2"}) == 2.0
-    assert retry_after_seconds({"retry-after": "0.5"}) == 0.5
-    assert retry_after_seconds({"retry-after": date}, now=now) == pytest.approx(30.0)
-    assert retry_after_seconds({"retry-after": email.utils.formatdate(now - 30, usegmt=True)}, now=now) == 0.0
-    assert retry_after_seconds({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    assert retry_after_seconds({"retry-after": "soon"}) is None
-    assert retry_after_seconds({"retry-after": "-1"}) is None
-    assert retry_after_seconds({}) is None
 
 
 def test_500s_then_success(server: FakeJudgeServer, key: str) -> None:

@@ -19,7 +19,6 @@ wall time), for a generator started at "now".
 
 from __future__ import annotations
 
-import email.utils
 import json
 import threading
 import time
@@ -38,6 +37,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from agentwatch import __version__
 from agentwatch.errors import AgentwatchError
+from agentwatch.retry_after import retry_after_s
 
 Pace = Literal["max", "live"]
 PROTOBUF = "application/x-protobuf"
@@ -217,7 +217,7 @@ def _post(client: httpx.Client, endpoint: str, body: bytes, spans: int, max_retr
             if attempt >= max_retries:
                 raise SendError(f"{endpoint} still answered {response.status_code} after {attempt} retries: "
                                 f"{_error_message(response)}")
-            asked = _retry_after(response.headers.get("retry-after"))
+            asked = retry_after_s(response.headers, at_most=_MAX_RETRY_AFTER_S)
             delay = _backoff(attempt) if asked is None else asked
         attempt += 1
         tally.add(retries=1)
@@ -226,20 +226,6 @@ def _post(client: httpx.Client, endpoint: str, body: bytes, spans: int, max_retr
 
 def _backoff(attempt: int) -> float:
     return float(min(30.0, 0.25 * 2**attempt))
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), _MAX_RETRY_AFTER_S)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max(0.0, when.timestamp() - time.time()), _MAX_RETRY_AFTER_S)
 
 
 def _rejected_spans(response: httpx.Response) -> int:

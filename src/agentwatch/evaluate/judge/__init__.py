@@ -101,7 +101,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 
 from agentwatch.evaluate.base import EvalResult
-from agentwatch.evaluate.judge.client import JudgeClient, JudgeStats, retry_after_seconds
+from agentwatch.evaluate.judge.client import JudgeClient, JudgeStats
 from agentwatch.evaluate.judge.config import JudgeConfig, config_from_params
 from agentwatch.evaluate.judge.render import (
     DEFAULT_PROMPT_TEMPLATE,
@@ -131,7 +131,6 @@ __all__ = [
     "VerdictError",
     "judge_from_params",
     "parse_verdict",
-    "retry_after_seconds",
 ]
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ and answers an :class:`~agentwatch.evaluate.base.EvalResult`: the parsed
 verdict with the answering model, tokens and cost, or a failure naming what
 went wrong. 429 and 5xx answers, connection errors and timeouts are retried
 with full-jitter exponential backoff, or after the server's
-:func:`retry_after_seconds`. Connections are pooled per event loop, at most
+:func:`~agentwatch.retry_after.retry_after_s`. Connections are pooled per event loop, at most
 ``max_concurrency`` requests in flight. The API key is read from the
 environment once, sent only in the ``Authorization`` header and scrubbed
 from any text that comes back. :class:`JudgeStats` counts requests, retries,
@@ -15,14 +15,11 @@ tokens and cost.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
-import math
 import os
 import random
 import threading
-import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +32,7 @@ from agentwatch.evaluate.base import EvalResult
 from agentwatch.evaluate.judge.config import JudgeConfig
 from agentwatch.evaluate.judge.render import VerdictError, excerpt, parse_verdict
 from agentwatch.normalize.pricing import ModelPrice, PriceTable
+from agentwatch.retry_after import retry_after_s
 
 logger = logging.getLogger(__name__)
 
@@ -59,33 +57,6 @@ class JudgeStats:
     cost_usd: float = 0.0
     in_flight: int = 0
     peak_in_flight: int = 0
-
-
-def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """The wait a response asks for: ``retry-after-ms``, else ``Retry-After`` (seconds or HTTP date)."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            value = float(millis)
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value) and value >= 0:
-            return value / 1000.0
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        return max(when.timestamp() - (time.time() if now is None else now), 0.0)
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 class _Secret:
@@ -279,7 +250,7 @@ class JudgeClient:
         text = response.text
         message = f"judge answered HTTP {status}: {_error_message(text)}"
         if status in RETRYABLE_STATUSES:
-            return _Retryable("status", self.scrub(message), retry_after_seconds(response.headers),
+            return _Retryable("status", self.scrub(message), retry_after_s(response.headers),
                               self.scrub(excerpt(text, _RAW_CHARS)))
         return self.failure(message, raw=excerpt(text, _RAW_CHARS))
 
