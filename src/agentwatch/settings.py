@@ -23,7 +23,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
@@ -247,6 +247,91 @@ def config_line(mapping: object, key: str | None) -> str:
     if line is None and lines:
         line = min(lines.values())
     return str(line) if line is not None else "?"
+
+
+class Section:
+    """One mapping of ``agentwatch.yaml`` read key by key; every error names the file, the line and the key.
+
+    ``dotted`` is the mapping's path (``alerts.drift``, ``evaluators[2]``); an
+    error about ``key`` reads ``<file>, line <n>, key <dotted>.<key>: <message>``,
+    the line being the key's own, or the mapping's first when the key is missing.
+
+    >>> Section("agentwatch.yaml", {"z": "x"}, "alerts.drift").number("z", 4.0)
+    Traceback (most recent call last):
+    ...
+    agentwatch.errors.ConfigError: agentwatch.yaml, line ?, key alerts.drift.z: expected a number >= 0.0, got 'x'
+    """
+
+    def __init__(self, where: str, mapping: Mapping[str, Any], dotted: str) -> None:
+        self.where = where
+        self.mapping = mapping
+        self.dotted = dotted
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.mapping
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.mapping.get(key, default)
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        """The error about ``key`` (None: about the mapping itself)."""
+        dotted = self.dotted if key is None else f"{self.dotted}.{key}" if self.dotted else key
+        return ConfigError(f"{self.where}, line {config_line(self.mapping, key)}, key {dotted}: {message}")
+
+    def only(self, known: Iterable[str]) -> Section:
+        """Refuse a key not in ``known`` (listed in its order, a set sorted); answers the section."""
+        listed = sorted(known) if isinstance(known, (set, frozenset)) else list(dict.fromkeys(known))
+        for key in self.mapping:
+            if key not in listed:
+                raise self.error(key, f"unknown setting (known: {', '.join(listed)})")
+        return self
+
+    def section(self, key: str, known: Iterable[str]) -> Section:
+        """The mapping under ``key`` (absent or empty: an empty one), refusing keys not in ``known``."""
+        value = self.mapping.get(key) or {}
+        if not isinstance(value, Mapping):
+            raise self.error(key, "expected a mapping")
+        return Section(self.where, value, f"{self.dotted}.{key}" if self.dotted else key).only(known)
+
+    def duration(self, key: str, default: float) -> float:
+        if key not in self.mapping:
+            return default
+        try:
+            return parse_duration(self.mapping[key])
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from exc
+
+    def number(self, key: str, default: float, *, low: float = 0.0, high: float | None = None) -> float:
+        if key not in self.mapping:
+            return default
+        value = self.mapping[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (
+                high is not None and value > high):
+            bound = f"a number >= {low}" + (f" and <= {high}" if high is not None else "")
+            raise self.error(key, f"expected {bound}, got {value!r}")
+        return float(value)
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        """One of ``choices``; the first when the key is missing."""
+        value = self.mapping.get(key, choices[0])
+        if value not in choices:
+            raise self.error(key, f"expected one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+    def names(self, key: str, *, among: tuple[str, ...] | None = None, noun: str = "names",
+              default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """A name or a list of names (``among``: each one of those, ``noun`` saying what they are)."""
+        if key not in self.mapping:
+            return default
+        value = self.mapping[key]
+        if isinstance(value, str):
+            value = [value]
+        if among is None:
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise self.error(key, "expected a list of names")
+        elif not isinstance(value, list) or not all(isinstance(v, str) and v in among for v in value):
+            raise self.error(key, f"expected a list of {noun} among {', '.join(among)}, got {value!r}")
+        return tuple(value)
 
 
 def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping
 
 from agentwatch.errors import ConfigError
 from agentwatch.evaluate.build import BUILDERS, build, import_function
-from agentwatch.settings import config_line
+from agentwatch.settings import Section, config_line
 
 DIRECTIONS = ("higher_is_better", "lower_is_better")
 SEVERITIES = ("page", "ticket")
@@ -278,8 +278,7 @@ def _spec(where: str, index: int, entry: Any, sections: Mapping[str, Any]) -> Ev
         raise ConfigError(f"{where}, line {config_line(sections, 'evaluators')}, key {at}: expected a mapping "
                           "with name and kind")
 
-    def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{where}, line {config_line(entry, key)}, key {at}.{key}: {message}")
+    fail = Section(where, entry, at).error
 
     unknown = set(entry) - _KEYS
     if unknown:

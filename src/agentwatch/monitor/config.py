@@ -11,59 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from agentwatch.errors import ConfigError
-from agentwatch.settings import config_line, parse_duration
-
-
-def _duration(section: Mapping[str, Any], key: str, default: float, where: str, dotted: str) -> float:
-    if key not in section:
-        return default
-    try:
-        return parse_duration(section[key])
-    except ValueError as exc:
-        raise ConfigError(f"{where}, line {config_line(section, key)}, key {dotted}.{key}: {exc}") from exc
-
-
-def _number(section: Mapping[str, Any], key: str, default: float, where: str, dotted: str, *,
-            low: float = 0.0, high: float | None = None) -> float:
-    if key not in section:
-        return default
-    value = section[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (
-            high is not None and value > high):
-        bound = f"a number >= {low}" + (f" and <= {high}" if high is not None else "")
-        raise ConfigError(f"{where}, line {config_line(section, key)}, key {dotted}.{key}: expected {bound}, "
-                          f"got {value!r}")
-    return float(value)
-
-
-def _choice(section: Mapping[str, Any], key: str, choices: tuple[str, ...], where: str, dotted: str) -> str:
-    value = section.get(key, choices[0])
-    if value not in choices:
-        raise ConfigError(f"{where}, line {config_line(section, key)}, key {dotted}.{key}: expected one of "
-                          f"{', '.join(choices)}, got {value!r}")
-    return str(value)
-
-
-def _names(section: Mapping[str, Any], key: str, where: str, dotted: str) -> tuple[str, ...]:
-    value = section.get(key, [])
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{where}, line {config_line(section, key)}, key {dotted}.{key}: expected a list of names")
-    return tuple(value)
-
-
-def _kinds(section: Mapping[str, Any], key: str, default: tuple[str, ...], where: str, dotted: str
-           ) -> tuple[str, ...]:
-    if key not in section:
-        return default
-    value = section[key]
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v in REASON_KINDS for v in value):
-        raise ConfigError(f"{where}, line {config_line(section, key)}, key {dotted}.{key}: expected a list of "
-                          f"evaluator kinds among {', '.join(REASON_KINDS)}, got {value!r}")
-    return tuple(value)
+from agentwatch.settings import Section
 
 
 @dataclass(frozen=True)
@@ -163,80 +111,61 @@ class MonitorConfig:
             return cls()
         if not isinstance(section, Mapping):
             raise ConfigError(f"{where}, key alerts: expected a mapping")
-        known = {"check_interval", "fast_check_interval", "drift", "clusters", "rare_events", "calibration", "no_data",
-                 "evaluator_errors", "repeat_interval"}
-        for key in section:
-            if key not in known:
-                raise ConfigError(f"{where}, line {config_line(section, key)}, key alerts.{key}: unknown setting "
-                                  f"(known: {', '.join(sorted(known))})")
-
-        def sub(name: str, keys: set[str]) -> Mapping[str, Any]:
-            value = section.get(name) or {}
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}, line {config_line(section, name)}, key alerts.{name}: expected a mapping")
-            for key in value:
-                if key not in keys:
-                    raise ConfigError(f"{where}, line {config_line(value, key)}, key alerts.{name}.{key}: unknown "
-                                      f"setting (known: {', '.join(sorted(keys))})")
-            return value
-
-        d = sub("drift", {"window", "new_version_window", "new_version_z", "baseline", "z", "min_n", "min_effect",
-                          "for", "warmup", "cusum_k", "cusum_h",
-                          "min_baseline_n", "statistic"})
-        w = "alerts.drift"
+        top = Section(where, section, "alerts").only(
+            {"check_interval", "fast_check_interval", "drift", "clusters", "rare_events", "calibration", "no_data",
+             "evaluator_errors", "repeat_interval"})
+        d = top.section("drift", {"window", "new_version_window", "new_version_z", "baseline", "z", "min_n",
+                                  "min_effect", "for", "warmup", "cusum_k", "cusum_h", "min_baseline_n", "statistic"})
         drift = DriftConfig(
-            window_s=_duration(d, "window", 3600.0, where, w),
-            new_version_window_s=_duration(d, "new_version_window", 6 * 3600.0, where, w),
-            new_version_z=_number(d, "new_version_z", 4.0, where, w),
-            baseline_s=_duration(d, "baseline", 7 * 86400.0, where, w),
-            z_threshold=_number(d, "z", 4.0, where, w), min_n=_number(d, "min_n", 20.0, where, w, low=1),
-            min_effect=_number(d, "min_effect", 0.05, where, w, high=1), hold_s=_duration(d, "for", 900.0, where, w),
-            warmup_s=_duration(d, "warmup", 86400.0, where, w), cusum_k=_number(d, "cusum_k", 0.5, where, w),
-            cusum_h=_number(d, "cusum_h", 8.0, where, w, low=0.1),
-            min_baseline_n=_number(d, "min_baseline_n", 200.0, where, w),
-            statistic=_choice(d, "statistic", ("auto", "mean", "pass_rate"), where, w))
-        c = sub("clusters", {"window", "baseline", "min_count", "min_sessions", "min_users", "surge_p",
-                             "surge_min_count", "similarity", "warmup", "keep_firing_for", "reason_kinds"})
-        w = "alerts.clusters"
+            window_s=d.duration("window", 3600.0),
+            new_version_window_s=d.duration("new_version_window", 6 * 3600.0),
+            new_version_z=d.number("new_version_z", 4.0),
+            baseline_s=d.duration("baseline", 7 * 86400.0),
+            z_threshold=d.number("z", 4.0), min_n=d.number("min_n", 20.0, low=1),
+            min_effect=d.number("min_effect", 0.05, high=1), hold_s=d.duration("for", 900.0),
+            warmup_s=d.duration("warmup", 86400.0), cusum_k=d.number("cusum_k", 0.5),
+            cusum_h=d.number("cusum_h", 8.0, low=0.1),
+            min_baseline_n=d.number("min_baseline_n", 200.0),
+            statistic=d.choice("statistic", ("auto", "mean", "pass_rate")))
+        c = top.section("clusters", {"window", "baseline", "min_count", "min_sessions", "min_users", "surge_p",
+                                     "surge_min_count", "similarity", "warmup", "keep_firing_for", "reason_kinds"})
         clusters = ClusterConfig(
-            window_s=_duration(c, "window", 3600.0, where, w),
-            baseline_s=_duration(c, "baseline", 7 * 86400.0, where, w),
-            min_count=_number(c, "min_count", 5.0, where, w, low=1),
-            min_sessions=int(_number(c, "min_sessions", 3, where, w, low=1)),
-            min_users=int(_number(c, "min_users", 2, where, w, low=1)),
-            surge_p=_number(c, "surge_p", 1e-4, where, w, high=1),
-            surge_min_count=_number(c, "surge_min_count", 10.0, where, w, low=1),
-            similarity=_number(c, "similarity", 0.5, where, w, low=0.01, high=1),
-            warmup_s=_duration(c, "warmup", 86400.0, where, w),
-            keep_firing_for_s=_duration(c, "keep_firing_for", 3600.0, where, w),
-            reason_kinds=_kinds(c, "reason_kinds", ("rule", "python"), where, w))
-        r = sub("rare_events", {"window"})
-        rare = RareEventConfig(window_s=_duration(r, "window", 3600.0, where, "alerts.rare_events"))
-        k = sub("calibration", {"floor", "min_labels", "window"})
-        w = "alerts.calibration"
+            window_s=c.duration("window", 3600.0),
+            baseline_s=c.duration("baseline", 7 * 86400.0),
+            min_count=c.number("min_count", 5.0, low=1),
+            min_sessions=int(c.number("min_sessions", 3, low=1)),
+            min_users=int(c.number("min_users", 2, low=1)),
+            surge_p=c.number("surge_p", 1e-4, high=1),
+            surge_min_count=c.number("surge_min_count", 10.0, low=1),
+            similarity=c.number("similarity", 0.5, low=0.01, high=1),
+            warmup_s=c.duration("warmup", 86400.0),
+            keep_firing_for_s=c.duration("keep_firing_for", 3600.0),
+            reason_kinds=c.names("reason_kinds", among=REASON_KINDS, noun="evaluator kinds",
+                                 default=("rule", "python")))
+        r = top.section("rare_events", {"window"})
+        rare = RareEventConfig(window_s=r.duration("window", 3600.0))
+        k = top.section("calibration", {"floor", "min_labels", "window"})
         calibration = CalibrationConfig(
-            floor=_number(k, "floor", 0.85, where, w, high=1),
-            min_labels=int(_number(k, "min_labels", 30, where, w, low=1)),
-            window_s=_duration(k, "window", 14 * 86400.0, where, w))
-        n = sub("no_data", {"services", "evaluators", "period", "warmup"})
-        w = "alerts.no_data"
+            floor=k.number("floor", 0.85, high=1),
+            min_labels=int(k.number("min_labels", 30, low=1)),
+            window_s=k.duration("window", 14 * 86400.0))
+        n = top.section("no_data", {"services", "evaluators", "period", "warmup"})
         no_data = NoDataConfig(
-            services=_names(n, "services", where, w), evaluators=_names(n, "evaluators", where, w),
-            period_s=_duration(n, "period", 1800.0, where, w), warmup_s=_duration(n, "warmup", 86400.0, where, w))
-        e = sub("evaluator_errors", {"floor", "window", "min_n"})
-        w = "alerts.evaluator_errors"
+            services=n.names("services"), evaluators=n.names("evaluators"),
+            period_s=n.duration("period", 1800.0), warmup_s=n.duration("warmup", 86400.0))
+        e = top.section("evaluator_errors", {"floor", "window", "min_n"})
         errors = EvaluatorErrorsConfig(
-            floor=_number(e, "floor", 0.2, where, w, high=1), window_s=_duration(e, "window", 3600.0, where, w),
-            min_n=_number(e, "min_n", 10.0, where, w, low=1))
-        repeat = sub("repeat_interval", {"page", "ticket"})
-        check = _duration(section, "check_interval", 300.0, where, "alerts")
-        fast = _duration(section, "fast_check_interval", min(60.0, check), where, "alerts")
+            floor=e.number("floor", 0.2, high=1), window_s=e.duration("window", 3600.0),
+            min_n=e.number("min_n", 10.0, low=1))
+        repeat = top.section("repeat_interval", {"page", "ticket"})
+        check = top.duration("check_interval", 300.0)
+        fast = top.duration("fast_check_interval", min(60.0, check))
         if fast <= 0 or check <= 0 or round(check / fast) * fast != check or 86400 % check:
-            raise ConfigError(f"{where}, line {config_line(section, 'check_interval')}, key alerts.check_interval: "
-                              f"must divide a day and be a multiple of fast_check_interval ({fast:g}s); got {check:g}s")
+            raise top.error("check_interval", f"must divide a day and be a multiple of fast_check_interval "
+                                              f"({fast:g}s); got {check:g}s")
         return cls(
             check_interval_s=check, fast_check_interval_s=fast,
             drift=drift, clusters=clusters, rare_events=rare, calibration=calibration, no_data=no_data,
             evaluator_errors=errors,
-            repeat_interval_s={"page": _duration(repeat, "page", 4 * 3600.0, where, "alerts.repeat_interval"),
-                               "ticket": _duration(repeat, "ticket", 86400.0, where, "alerts.repeat_interval")})
+            repeat_interval_s={"page": repeat.duration("page", 4 * 3600.0),
+                               "ticket": repeat.duration("ticket", 86400.0)})

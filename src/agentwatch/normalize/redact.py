@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentwatch.errors import ConfigError
+from agentwatch.settings import Section, config_line
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
 _decode = json.loads
@@ -248,20 +249,15 @@ class Redactor:
             return cls()
         if not isinstance(section, Mapping):
             raise ConfigError(f"{where}, key redaction: expected a mapping of emails, cards, patterns")
-        lines = getattr(section, "lines", {})
+        read = Section(where, section, "redaction").only(("emails", "cards", "patterns"))
         values: dict[str, Any] = {}
         for key, value in section.items():
-            line = lines.get(key, "?")
             if key in ("emails", "cards"):
                 if not isinstance(value, bool):
-                    raise ConfigError(f"{where}, line {line}, key redaction.{key}: expected true or false, "
-                                      f"got {value!r}")
+                    raise read.error(key, f"expected true or false, got {value!r}")
                 values[key] = value
-            elif key == "patterns":
-                values["patterns"] = _patterns(value, where, line)
             else:
-                raise ConfigError(f"{where}, line {line}, key redaction.{key}: unknown setting "
-                                  "(known: emails, cards, patterns)")
+                values["patterns"] = _patterns(value, where, config_line(section, key))
         return cls(**values)
 
     # -- redaction -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from sqlalchemy import Connection, and_, delete, or_, select, tuple_, update
 
 from agentwatch.errors import ConfigError
-from agentwatch.settings import parse_duration
+from agentwatch.settings import Section
 from agentwatch.store import models as m
 from agentwatch.store.models import utcnow
 
@@ -42,18 +42,9 @@ class RetentionPolicy:
             return cls()
         if not isinstance(section, Mapping):
             raise ConfigError(f"{where}, key retention: expected a mapping of payload_ttl, sampled, flagged")
-        values = {}
-        for key, value in section.items():
-            field = {"payload_ttl": "payload_ttl_s", "sampled": "sampled_s", "flagged": "flagged_s"}.get(key)
-            line = getattr(section, "lines", {}).get(key, "?")
-            if field is None:
-                raise ConfigError(f"{where}, line {line}, key retention.{key}: unknown setting "
-                                  "(known: payload_ttl, sampled, flagged)")
-            try:
-                values[field] = parse_duration(value)
-            except ValueError as exc:
-                raise ConfigError(f"{where}, line {line}, key retention.{key}: {exc}") from exc
-        return cls(**values)
+        fields = {"payload_ttl": "payload_ttl_s", "sampled": "sampled_s", "flagged": "flagged_s"}
+        read = Section(where, section, "retention").only(fields)
+        return cls(**{fields[key]: read.duration(key, 0.0) for key in section})
 
 
 def apply(conn: Connection, project_id: int, watermark_ns: int, idle_timeout_ns: int,

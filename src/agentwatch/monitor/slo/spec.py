@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from agentwatch.errors import ConfigError
 from agentwatch.evaluate.catalogue import Catalogue
-from agentwatch.settings import config_line, parse_duration
+from agentwatch.settings import Section, config_line, parse_duration
 from agentwatch.store import rollups
 
 LAYERS = ("system", "objective", "failure_mode")
@@ -205,8 +205,7 @@ def _spec(where: str, index: int, entry: Any, sections: Mapping[str, Any], catal
         raise ConfigError(f"{where}, line {config_line(sections, 'slos')}, key {at}: expected a mapping with name "
                           "and layer")
 
-    def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{where}, line {config_line(entry, key)}, key {at}.{key}: {message}")
+    fail = Section(where, entry, at).error
 
     def share(key: str, *, required: bool = False, default: float | None = None) -> float | None:
         if key not in entry:
