@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from agentwatch.alert.notify import Dispatcher
 from agentwatch.alert.routes import load_routes
@@ -15,16 +15,16 @@ from agentwatch.errors import Unavailable
 from agentwatch.evaluate.catalogue import load_catalogue
 from agentwatch.evaluate.engine import EvaluationWorker, Scorer
 from agentwatch.evaluate.processes import EvaluationProcesses
+from agentwatch.evaluate.rescore import shadow_new_versions
 from agentwatch.ingest.memory import GuardedBudget, MemoryGuard
 from agentwatch.ingest.receiver import Budget, DecodePool, Receiver
 from agentwatch.monitor import slo
 from agentwatch.monitor.checker import Monitor
 from agentwatch.monitor.config import MonitorConfig
 from agentwatch.normalize import NormalizeOptions
-from agentwatch.sessions.lifecycle import SessionLifecycle
+from agentwatch.sessions.lifecycle import SessionLifecycle, completed_rows
 from agentwatch.settings import Settings
 from agentwatch.store import evaluations, retention, rollups
-from agentwatch.store import models as m
 from agentwatch.store.engine import log_failed_pass
 from agentwatch.store.retention import RetentionPolicy
 from agentwatch.store.store import Store
@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 #: Seconds between two live-mode ticks of the event-time clock.
 TICK_SECONDS = 1.0
 #: How far back a new evaluator version scores retained sampled sessions (the drift baseline).
-SHADOW_WINDOW_S = 7 * 86400.0
 #: Retention runs every this many ticks (and at every flush).
 RETENTION_EVERY_TICKS = 10
 
@@ -80,7 +79,9 @@ class Pipeline:
         self._stopping = threading.Event()
 
     def start(self) -> None:
-        self._shadow(evaluations.register_evaluators(self.store.engine, self.catalogue.scored))
+        new_versions = evaluations.register_evaluators(self.store.engine, self.catalogue.scored)
+        shadow_new_versions(self.store.engine, new_versions,
+                            {pid: clock.watermark_ns for pid, clock in self.sessions.clocks.items()})
         self.writer.start()
         if self.evaluation_processes is not None:
             self.evaluation_processes.start()
@@ -100,28 +101,9 @@ class Pipeline:
         """In the transaction that completes sessions: queue their evaluation, count them in rollups
         and in the system SLOs' series."""
         evaluations.enqueue(conn, project_id, session_ids)
-        s = m.sessions.c
-        for i in range(0, len(session_ids), 500):
-            chunk = session_ids[i : i + 500]
-            rows = [dict(r._mapping) for r in conn.execute(
-                select(s.service, s.agent_version, s.intent, s.start_ns, s.end_ns, s.errors, s.cost_usd, s.work_ms)
-                .where(s.project_id == project_id, s.session_id.in_(chunk)))]
+        for rows in completed_rows(conn, project_id, session_ids):
             rollups.apply_sessions(conn, project_id, rows)
             slo.record_sessions(conn, project_id, self.slos, rows)
-
-    def _shadow(self, new_versions: list[tuple[str, str]]) -> None:
-        """A new version of a known evaluator scores the baseline window's retained sampled sessions,
-        so it has a baseline at once and a change of judge is not mistaken for a change of agent."""
-        for name, version in new_versions:
-            if not evaluations.older_versions(self.store.engine, name, version):
-                continue
-            for project_id, clock in self.sessions.clocks.items():
-                queued = evaluations.enqueue_window(
-                    self.store.engine, project_id, since_ns=clock.watermark_ns - int(SHADOW_WINDOW_S * 1e9),
-                    until_ns=clock.watermark_ns + 1, reason="shadow", evaluators=[name], sampled_only=True)
-                if queued:
-                    logger.info("evaluator %s changed to version %s: shadow-scoring %d sessions of project %d",
-                                name, version, queued, project_id)
 
     def _tick(self) -> None:
         ticks = 0

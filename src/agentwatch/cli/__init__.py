@@ -220,6 +220,7 @@ def eval_backfill(name: str, since: str, project: str | None, wait: bool, config
     """Score retained sessions with an evaluator's current version."""
     import time
 
+    from agentwatch.evaluate.rescore import queue_recent
     from agentwatch.pipeline import Pipeline
     from agentwatch.sessions.lifecycle import Clock
     from agentwatch.settings import parse_duration
@@ -240,9 +241,7 @@ def eval_backfill(name: str, since: str, project: str | None, wait: bool, config
     project_id = pipeline.store.ensure_project(project or settings.project)
     evaluations.register_evaluators(pipeline.store.engine, pipeline.catalogue.scored)
     clock = pipeline.sessions.clocks.get(project_id, Clock())
-    queued = evaluations.enqueue_window(
-        pipeline.store.engine, project_id, since_ns=clock.watermark_ns - int(seconds * 1e9),
-        until_ns=clock.watermark_ns + 1, reason="backfill", evaluators=[name])
+    queued = queue_recent(pipeline.store.engine, project_id, clock.watermark_ns, seconds, name, reason="backfill")
     click.echo(f"queued {queued} sessions for {name} version {spec.version}")
     if not wait or not queued:
         return

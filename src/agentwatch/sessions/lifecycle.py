@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import DBAPIError
@@ -229,3 +229,17 @@ class SessionLifecycle:
         for clock in passed:
             clock.completed_ns = max(clock.completed_ns, clock.watermark_ns)
         return {"completed_sessions": completed}
+
+
+#: The session columns rollups and the system SLOs count a completed session by.
+COMPLETED_COLUMNS = ("service", "agent_version", "intent", "start_ns", "end_ns", "errors", "cost_usd", "work_ms")
+
+
+def completed_rows(conn: Connection, project_id: int, session_ids: list[str],
+                   chunk: int = 500) -> Iterator[list[dict[str, Any]]]:
+    """The :data:`COMPLETED_COLUMNS` of ``session_ids``, a list per ``chunk`` of ids (for ``on_complete`` hooks)."""
+    s = m.sessions.c
+    for i in range(0, len(session_ids), chunk):
+        ids = session_ids[i : i + chunk]
+        yield [dict(r._mapping) for r in conn.execute(
+            select(*(s[name] for name in COMPLETED_COLUMNS)).where(s.project_id == project_id, s.session_id.in_(ids)))]
