@@ -239,3 +239,42 @@ def test_the_completed_watermark_trails_the_live_one_until_a_completion_pass_com
     assert clock.completed_ns == clock.watermark_ns and clock.completed_ns - idle > early_end
     again = SessionLifecycle(h.store.engine, idle_timeout_s=300, allowed_lateness_s=60)
     assert again.clocks[h.project_id].completed_ns == clock.watermark_ns
+
+
+def test_ingest_processes_sharing_a_database_keep_one_clock_and_complete_each_session_once(h: Harness) -> None:
+    """A second writer on the same database (another ingest process): spans of one session reach both,
+    the furthest clock wins in both, and every session completes (and is queued) once."""
+    completed: list[str] = []
+
+    def hook(conn, project_id, session_ids):  # type: ignore[no-untyped-def]
+        completed.extend(session_ids)
+
+    h.lifecycle.on_complete = hook
+    other_sessions = SessionLifecycle(h.store.engine, idle_timeout_s=300, allowed_lateness_s=60, on_complete=hook)
+    other = Harness(h.store, other_sessions, Writer(h.store.engine, other_sessions), h.project_id)
+    other.writer.start()
+    try:
+        # One session, its two turns through different processes; a later one only through the second.
+        h.send(agent("d1", "70", T0, duration_ms=1000, **{"gen_ai.conversation.id": "split"}))
+        other.send(agent("d2", "71", T0 + 30 * SEC, duration_ms=1000, **{"gen_ai.conversation.id": "split"}))
+        other.send(agent("d3", "72", T0 + 10 * MIN, duration_ms=1000, **{"gen_ai.conversation.id": "late"}))
+        assert h.session("split")["spans"] == 2 and h.session("split")["trace_ids"] == ["0" * 30 + "d1",
+                                                                                            "0" * 30 + "d2"]
+        other.tick()
+        h.tick()  # the first process saw nothing past T0 + 1s: it adopts the furthest clock
+        mine, theirs = h.lifecycle.clocks[h.project_id], other_sessions.clocks[h.project_id]
+        assert mine.max_event_ns == theirs.max_event_ns == T0 + 10 * MIN + SEC
+        assert mine.watermark_ns == theirs.watermark_ns == T0 + 9 * MIN + SEC
+        assert h.session("split")["complete"] is True and h.session("late")["complete"] is False
+        h.tick()
+        other.tick()
+        assert completed == ["split"]
+        with h.store.engine.connect() as conn:
+            stored = conn.execute(select(m.watermarks.c.watermark_ns)
+                                  .where(m.watermarks.c.project_id == h.project_id)).scalar_one()
+        assert stored == T0 + 9 * MIN + SEC
+        # A process whose own clock is behind never moves the stored one back.
+        assert SessionLifecycle(h.store.engine, idle_timeout_s=300, allowed_lateness_s=60
+                                ).clocks[h.project_id].watermark_ns == stored
+    finally:
+        other.writer.stop()

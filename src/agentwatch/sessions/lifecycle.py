@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from agentwatch.sessions.assign import Assigner
@@ -158,15 +158,28 @@ class SessionLifecycle:
             clock.watermark_ns = max(clock.watermark_ns, end_ns - self.lateness_ns)
         return clock
 
-    def _save_clock(self, conn: Connection, project_id: int, clock: Clock) -> None:
+    def _sync_clock(self, conn: Connection, project_id: int, clock: Clock) -> None:
+        """Save the clock without ever moving the stored one back, and adopt the stored one.
+
+        Ingest processes sharing a database so keep one clock per project: the furthest any of them
+        has seen, as one process fed every span would. Newer events seen elsewhere count as an arrival
+        here, so a process that gets none of a project's traffic never takes the project for quiet.
+        """
+        c = m.watermarks.c
         stmt = self._spans.insert(m.watermarks)
+        greatest = func.greatest if self.engine.dialect.name == "postgresql" else func.max
         stmt = stmt.on_conflict_do_update(
             index_elements=["project_id"],
-            set_={"max_event_ns": stmt.excluded.max_event_ns, "watermark_ns": stmt.excluded.watermark_ns,
+            set_={"max_event_ns": greatest(c.max_event_ns, stmt.excluded.max_event_ns),
+                  "watermark_ns": greatest(c.watermark_ns, stmt.excluded.watermark_ns),
                   "updated_at": stmt.excluded.updated_at},
-        )
-        conn.execute(stmt, {"project_id": project_id, "max_event_ns": clock.max_event_ns,
-                            "watermark_ns": clock.watermark_ns, "updated_at": utcnow()})
+        ).returning(c.max_event_ns, c.watermark_ns)
+        stored = conn.execute(stmt, {"project_id": project_id, "max_event_ns": clock.max_event_ns,
+                                     "watermark_ns": clock.watermark_ns, "updated_at": utcnow()}).one()
+        if stored.max_event_ns > clock.max_event_ns:
+            clock.max_event_ns = int(stored.max_event_ns)
+            clock.last_arrival = time.monotonic()
+        clock.watermark_ns = max(clock.watermark_ns, int(stored.watermark_ns))
 
     # -- completion (on the writer thread) -----------------------------------
 
@@ -188,8 +201,8 @@ class SessionLifecycle:
         with self.engine.begin() as conn:
             for project_id, clock in self.clocks.items():
                 if clock.watermark_ns:
+                    self._sync_clock(conn, project_id, clock)
                     self._complete(conn, project_id, clock.watermark_ns - self.idle_ns)
-                    self._save_clock(conn, project_id, clock)
                     passed.append((clock, clock.watermark_ns))
         for clock, watermark_ns in passed:  # committed: the monitor may check up to here
             clock.completed_ns = max(clock.completed_ns, watermark_ns)
@@ -222,9 +235,10 @@ class SessionLifecycle:
                 project_ids = {project_id}
             for pid in project_ids:
                 clock = self.clocks.setdefault(pid, Clock())
+                self._sync_clock(conn, pid, clock)
                 clock.watermark_ns = max(clock.watermark_ns, clock.max_event_ns + self.idle_ns + self.lateness_ns + 1)
                 completed += len(self._complete(conn, pid, None))
-                self._save_clock(conn, pid, clock)
+                self._sync_clock(conn, pid, clock)
                 passed.append(clock)
         for clock in passed:
             clock.completed_ns = max(clock.completed_ns, clock.watermark_ns)
