@@ -143,6 +143,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("evaluation.workers", "auto",
             "Processes that score completed sessions: auto (one when the machine has two cores or more, else 0) "
             "or a number; 0 scores in the server process.", _workers, "AGENTWATCH_EVALUATION_WORKERS"),
+    Setting("evaluation.lease", 300.0,
+            "How long a claimed evaluation job is a worker's; a job whose worker died is taken again after it.",
+            parse_duration, "AGENTWATCH_EVALUATION_LEASE"),
     Setting("ingest.sqlite_synchronous", "normal",
             "SQLite synchronous mode: normal survives a process crash, full also a power loss.", _synchronous),
     Setting("pricing", {}, "Extra or overriding model prices in USD per million tokens.", _pricing),
@@ -172,6 +175,7 @@ class Settings:
     decode_workers: int = -1
     #: -1 means auto.
     evaluation_workers: int = -1
+    evaluation_lease: float = 300.0
     sqlite_synchronous: str = "normal"
     pricing: dict[str, dict[str, float]] = field(default_factory=dict)
     config_path: str | None = None
@@ -209,6 +213,7 @@ _FIELD_OF_KEY = {
     "ingest.memory_limit_mb": "memory_limit_mb",
     "ingest.decode_workers": "decode_workers",
     "evaluation.workers": "evaluation_workers",
+    "evaluation.lease": "evaluation_lease",
     "ingest.sqlite_synchronous": "sqlite_synchronous",
     "pricing": "pricing",
 }

@@ -175,7 +175,7 @@ def _main(settings: Settings, index: int, reports: Any, log_level: int) -> None:
     store = Store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     catalogue = load_catalogue(settings.sections, settings.config_path)
     scorer = Scorer(store, catalogue, NormalizeOptions.from_settings(settings))
-    worker = EvaluationWorker(scorer)
+    worker = EvaluationWorker(scorer, lease_s=settings.evaluation_lease)
     worker.start()
 
     def report() -> None:
