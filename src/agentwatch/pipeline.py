@@ -1,17 +1,31 @@
-"""Wires the stages from :class:`~agentwatch.settings.Settings`; no logic of its own."""
+"""Wires the stages from :class:`~agentwatch.settings.Settings`; no logic of its own.
+
+One process runs every stage (role ``all``, the default and the only one on
+SQLite), or some of them on a PostgreSQL database shared with other processes:
+
+- ``ingest``: OTLP receivers, the group-commit writer, sessions and their
+  completion (any number; they share one event-time clock per project);
+- ``worker``: the evaluation queue (any number; jobs are claimed with leases);
+- ``monitor``: checks, notifications and retention, in one process at a time
+  (a candidate holds :mod:`~agentwatch.monitor.leader`'s lock, others wait);
+- ``ui``: the HTTP API and the dashboard (any number).
+
+Every role serves the API, the dashboard, ``/healthz``, ``/readyz`` and ``/metrics``.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from agentwatch.alert.notify import Dispatcher
 from agentwatch.alert.routes import load_routes
 from agentwatch.auth import Auth
-from agentwatch.errors import Unavailable
+from agentwatch.errors import ConfigError, Unavailable
 from agentwatch.evaluate.catalogue import load_catalogue
 from agentwatch.evaluate.engine import EvaluationWorker, Scorer
 from agentwatch.evaluate.processes import EvaluationProcesses
@@ -21,10 +35,12 @@ from agentwatch.ingest.receiver import Budget, DecodePool, Receiver
 from agentwatch.monitor import slo
 from agentwatch.monitor.checker import Monitor
 from agentwatch.monitor.config import MonitorConfig
+from agentwatch.monitor.leader import Leadership
 from agentwatch.normalize import NormalizeOptions
-from agentwatch.sessions.lifecycle import SessionLifecycle, completed_rows
+from agentwatch.sessions.lifecycle import Clock, SessionLifecycle, completed_rows
 from agentwatch.settings import Settings
 from agentwatch.store import evaluations, retention, rollups
+from agentwatch.store import models as m
 from agentwatch.store.engine import log_failed_pass
 from agentwatch.store.retention import RetentionPolicy
 from agentwatch.store.store import Store
@@ -37,14 +53,28 @@ TICK_SECONDS = 1.0
 #: How far back a new evaluator version scores retained sampled sessions (the drift baseline).
 #: Retention runs every this many ticks (and at every flush).
 RETENTION_EVERY_TICKS = 10
+#: What ``serve --role`` accepts.
+ROLES = ("all", "ingest", "worker", "monitor", "ui")
 
 
 class Pipeline:
     """The running parts of one server process."""
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None, *, role: str = "all") -> None:
+        if role not in ROLES:
+            raise ConfigError(f"role: expected one of {', '.join(ROLES)}, got {role!r}")
         self.settings = settings
         self.store = store or Store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        if role != "all" and self.store.engine.dialect.name != "postgresql":
+            raise ConfigError(f"role {role} needs PostgreSQL: processes of different roles share one database "
+                              "(on SQLite one process runs every stage: serve without --role, or --role all)")
+        self.role = role
+        #: Which stages this process runs.
+        self.ingests = role in ("all", "ingest")
+        self.scores = role in ("all", "worker")
+        self.monitors = role in ("all", "monitor")
+        #: The monitor lock of a ``monitor`` process (``all`` is the only process: it needs none).
+        self.leadership = Leadership(self.store.engine) if role == "monitor" else None
         self.default_project_id = self.store.ensure_project(settings.project)
         self.options = NormalizeOptions.from_settings(settings)
         self.catalogue = load_catalogue(settings.sections, settings.config_path)
@@ -62,7 +92,7 @@ class Pipeline:
         self.retention = RetentionPolicy.from_section(settings.sections.get("retention"),
                                                       settings.config_path or "agentwatch.yaml")
         self.scorer = Scorer(self.store, self.catalogue, self.options)
-        self.worker = EvaluationWorker(self.scorer)
+        self.worker = EvaluationWorker(self.scorer, lease_s=settings.evaluation_lease)
         #: Set (by ``serve``) to score in processes of their own instead of the in-process worker.
         self.evaluation_processes: EvaluationProcesses | None = None
         self.memory = MemoryGuard(settings.memory_limit_mb * 2**20) if settings.memory_limit_mb else None
@@ -79,23 +109,40 @@ class Pipeline:
         self._stopping = threading.Event()
 
     def start(self) -> None:
-        new_versions = evaluations.register_evaluators(self.store.engine, self.catalogue.scored)
-        shadow_new_versions(self.store.engine, new_versions,
-                            {pid: clock.watermark_ns for pid, clock in self.sessions.clocks.items()})
-        self.writer.start()
-        if self.evaluation_processes is not None:
-            self.evaluation_processes.start()
-        else:
-            self.worker.start()
+        # Whichever process registers a new evaluator version first queues its shadow scores, once.
+        self._shadow(evaluations.register_evaluators(self.store.engine, self.catalogue.scored))
+        if self.ingests:
+            self.writer.start()
+            if self.settings.decode_processes and self.receiver.pool is None:
+                self.receiver.pool = DecodePool(self.settings.decode_processes, self.options)
+        if self.scores:
+            if self.evaluation_processes is not None:
+                self.evaluation_processes.start()
+            else:
+                self.worker.start()
         if self.memory is not None:
             self.memory.start()
-        if self.settings.decode_processes and self.receiver.pool is None:
-            self.receiver.pool = DecodePool(self.settings.decode_processes, self.options)
         self._ticker = threading.Thread(target=self._tick, name="agentwatch-clock", daemon=True)
         self._ticker.start()
-        self._monitor_thread = threading.Thread(target=self._watch, name="agentwatch-monitor", daemon=True)
-        self._monitor_thread.start()
-        self.dispatcher.start()
+        if self.monitors:
+            self._monitor_thread = threading.Thread(target=self._watch, name="agentwatch-monitor", daemon=True)
+            self._monitor_thread.start()
+            if self.leadership is None:
+                self.dispatcher.start()
+
+    def _shadow(self, new_versions: list[tuple[str, str]]) -> None:
+        shadow_new_versions(self.store.engine, new_versions,
+                            {pid: clock.watermark_ns for pid, clock in self.clocks().items()})
+
+    def clocks(self) -> dict[int, Clock]:
+        """Each project's event-time clock: this process's own when it ingests, else the stored one (saved by
+        every completion pass, so its watermark is also the committed completion watermark)."""
+        if self.ingests:
+            return dict(self.sessions.clocks)
+        with self.store.engine.connect() as conn:
+            return {row.project_id: Clock(int(row.max_event_ns), int(row.watermark_ns),
+                                          completed_ns=int(row.watermark_ns))
+                    for row in conn.execute(select(m.watermarks))}
 
     def _on_complete(self, conn: Connection, project_id: int, session_ids: list[str]) -> None:
         """In the transaction that completes sessions: queue their evaluation, count them in rollups
@@ -110,27 +157,47 @@ class Pipeline:
         while not self._stopping.wait(TICK_SECONDS):
             ticks += 1
             try:
-                self.writer.call(self.sessions.tick).result(timeout=60)
-                if self.evaluation_processes is not None:
+                if self.ingests:
+                    self.writer.call(self.sessions.tick).result(timeout=60)
+                if self.scores and self.evaluation_processes is not None:
                     self.evaluation_processes.revive()
-                if ticks % RETENTION_EVERY_TICKS == 0:
+                if self.role == "all" and ticks % RETENTION_EVERY_TICKS == 0:
                     self.apply_retention()
             except Exception as exc:  # noqa: BLE001 - the clock keeps ticking; retention drops what is due next time
                 log_failed_pass(logger, exc, "advancing the event-time clock")
 
     def _watch(self) -> None:
-        """The monitor's loop: check the ticks that became due, and queue repeat notifications."""
+        """The monitor's loop: check the ticks that became due, and queue repeat notifications (a ``monitor``
+        process first holds the lock, and runs retention too)."""
+        ticks = 0
         while not self._stopping.wait(TICK_SECONDS):
+            ticks += 1
             try:
+                if self.leadership is not None and not self._lead():
+                    continue
                 if self.check():
                     self.dispatcher.wake()
+                if self.leadership is not None and ticks % RETENTION_EVERY_TICKS == 0:
+                    self.apply_retention()
             except Exception:  # noqa: BLE001 - the monitor keeps watching
                 logger.exception("checking alerts failed")
+
+    def _lead(self) -> bool:
+        """Whether this ``monitor`` process runs the monitor now; taking the lock starts what the holder runs."""
+        assert self.leadership is not None
+        was = self.leadership.held
+        holds = self.leadership.hold()
+        if holds and not was:
+            logger.info("this process now runs the monitor (role monitor, pid %d)", os.getpid())
+            self.dispatcher.start()
+        elif was and not holds:
+            self.dispatcher.stop()
+        return holds
 
     def check(self, project_id: int | None = None, *, final: bool = False) -> int:
         """Run the monitor's due ticks for each project (``final``: through the last event, as flush does)."""
         ran = 0
-        for pid, clock in list(self.sessions.clocks.items()):
+        for pid, clock in self.clocks().items():
             if project_id is not None and pid != project_id:
                 continue
             while True:
@@ -146,7 +213,7 @@ class Pipeline:
         """Drop the span payloads that retention says are due, on each project's watermark."""
         dropped = 0
         idle_ns = int(self.settings.idle_timeout * 1e9)
-        for pid, clock in list(self.sessions.clocks.items()):
+        for pid, clock in self.clocks().items():
             if project_id is not None and pid != project_id:
                 continue
             while True:
@@ -160,7 +227,13 @@ class Pipeline:
     def flush(self, project_id: int | None = None, *, timeout_s: float = 600.0) -> dict[str, int]:
         """Complete every open session (after everything queued before is written), then wait
         until every queued evaluation is written."""
+        if not self.ingests:
+            raise Unavailable(f"flush runs on a process that ingests (this one runs role {self.role})")
         result: dict[str, int] = self.writer.call(lambda: self.sessions.flush(project_id)).result()
+        if self.role != "all":
+            # The workers score what completed; the monitor checks each tick once it is scored.
+            result["evaluations_pending"] = evaluations.pending(self.store.engine, project_id)
+            return result
         deadline = time.monotonic() + timeout_s
         while (left := evaluations.pending(self.store.engine, project_id)) and self.evaluating:
             if time.monotonic() > deadline:
@@ -188,6 +261,8 @@ class Pipeline:
             self.evaluation_processes.stop()
         if self.memory is not None:
             self.memory.stop()
+        if self.leadership is not None:
+            self.leadership.release()
 
     @property
     def evaluating(self) -> bool:
@@ -203,4 +278,11 @@ class Pipeline:
 
     @property
     def ready(self) -> bool:
-        return self.writer.alive
+        """What this process runs is running (a monitor candidate waiting for the lock is ready)."""
+        if self.ingests and not self.writer.alive:
+            return False
+        if self.role == "all":  # ingest is what a load balancer sends to; the rest restarts itself
+            return True
+        if self.scores and not self.evaluating:
+            return False
+        return not self.monitors or (self._monitor_thread is not None and self._monitor_thread.is_alive())

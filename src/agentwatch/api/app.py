@@ -97,7 +97,10 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
             pipeline.sessions.forget()
             return removed
 
-        removed = await asyncio.wrap_future(writer.call(run))
+        if pipeline.ingests:
+            removed = await asyncio.wrap_future(writer.call(run))
+        else:  # no writer here: the ingest processes' caches hold only settled filings
+            removed = await asyncio.to_thread(erase_user, store.engine, project_id, user_id)
         return JSONResponse({"removed": removed})
 
     def session(request: Request) -> JSONResponse:
@@ -182,11 +185,20 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
     def openapi(request: Request) -> JSONResponse:
         return JSONResponse(openapi_spec(__version__))
 
+    async def not_ingesting(request: Request) -> JSONResponse:
+        return _error(404, "not_found", f"this process does not ingest (role {pipeline.role}): send OTLP to a "
+                                        "process started with --role ingest or all")
+
+    if pipeline.ingests:
+        otlp = [Route("/v1/traces", make_otlp_endpoint(pipeline.receiver, auth.project_for, settings.max_body_bytes,
+                                                       "traces"), methods=["POST"]),
+                Route("/v1/logs", make_otlp_endpoint(pipeline.receiver, auth.project_for, settings.max_body_bytes,
+                                                     "logs"), methods=["POST"])]
+    else:
+        otlp = [Route("/v1/traces", not_ingesting, methods=["POST"]),
+                Route("/v1/logs", not_ingesting, methods=["POST"])]
     routes = [
-        Route("/v1/traces", make_otlp_endpoint(pipeline.receiver, auth.project_for, settings.max_body_bytes,
-                                               "traces"), methods=["POST"]),
-        Route("/v1/logs", make_otlp_endpoint(pipeline.receiver, auth.project_for, settings.max_body_bytes,
-                                             "logs"), methods=["POST"]),
+        *otlp,
         Route("/api/v1/sessions", sessions, methods=["GET"]),
         Route("/api/v1/sessions", erase, methods=["DELETE"]),
         Route("/api/v1/sessions/{session_id:path}", session, methods=["GET"]),
@@ -225,7 +237,7 @@ def create_app(settings: Settings, pipeline: Pipeline, *, grpc_host: str = "127.
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pipeline.start()
         grpc_server = None
-        if grpc_port is not None:
+        if grpc_port is not None and pipeline.ingests:
             grpc_server, bound = make_grpc_server(pipeline.receiver, auth.project_for, host=grpc_host,
                                                   port=grpc_port, max_message_bytes=settings.max_body_bytes)
             await grpc_server.start()

@@ -86,14 +86,18 @@ def migrate(config: str | None, database_url: str | None) -> None:
 @click.option("--insecure", is_flag=True, help="Listen beyond loopback without API keys.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--role", default="all", show_default=True,
+              type=click.Choice(["all", "ingest", "worker", "monitor", "ui"]),
+              help="The stages this process runs; roles other than all share a PostgreSQL database.")
 def serve(host: str, port: int, grpc_port: int, config: str | None, database_url: str | None, insecure: bool,
-          log_level: str) -> None:
-    """Run the server: ingest, sessions and the API in one process."""
-    run_server(host, port, grpc_port, config, database_url, insecure, log_level)
+          log_level: str, role: str) -> None:
+    """Run the server: every stage in one process, or one role of several sharing PostgreSQL."""
+    run_server(host, port, grpc_port, config, database_url, insecure, log_level, role=role)
 
 
 def run_server(host: str, port: int, grpc_port: int, config: str | None, database_url: str | None, insecure: bool,
-               log_level: str, *, on_started: Callable[[str, Any, Any], None] | None = None) -> None:
+               log_level: str, *, on_started: Callable[[str, Any, Any], None] | None = None,
+               role: str = "all") -> None:
     """Serve until Ctrl-C (or until ``server.should_exit`` is set); ``on_started(url, store, server)`` runs
     just before the server starts listening (``agentwatch demo`` starts its feeder there)."""
     import uvicorn
@@ -118,12 +122,14 @@ def run_server(host: str, port: int, grpc_port: int, config: str | None, databas
             "or pass --insecure"
         )
     try:
-        pipeline = Pipeline(settings, store)
+        pipeline = Pipeline(settings, store, role=role)
     except AgentwatchError as exc:
         raise click.ClickException(exc.message) from exc
     app = create_app(settings, pipeline, grpc_host=host, grpc_port=grpc_port or None)
-    logger.info("agentwatch %s: OTLP/HTTP and API on http://%s:%d%s, store %s", __version__, host, port,
-                f", OTLP/gRPC on {host}:{grpc_port}" if grpc_port else "", _safe_url(settings.database_url))
+    logger.info("agentwatch %s (role %s): %s on http://%s:%d%s, store %s", __version__, role,
+                "OTLP/HTTP and API" if pipeline.ingests else "API", host, port,
+                f", OTLP/gRPC on {host}:{grpc_port}" if grpc_port and pipeline.ingests else "",
+                _safe_url(settings.database_url))
     if on_started is None:  # the demo prints its own list of addresses
         click.echo(f"agentwatch dashboard: http://{shown}:{port}/")
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
@@ -132,11 +138,11 @@ def run_server(host: str, port: int, grpc_port: int, config: str | None, databas
     # the server, not each child, decides how they stop (it closes the decode pool; the demo ends its feeder).
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        if pipeline.settings.decode_processes and pipeline.receiver.pool is None:
+        if pipeline.ingests and pipeline.settings.decode_processes and pipeline.receiver.pool is None:
             from agentwatch.ingest.receiver import DecodePool
 
             pipeline.receiver.pool = DecodePool(pipeline.settings.decode_processes, pipeline.options)
-        if pipeline.settings.evaluation_processes and pipeline.evaluation_processes is None:
+        if pipeline.scores and pipeline.settings.evaluation_processes and pipeline.evaluation_processes is None:
             from agentwatch.evaluate.processes import EvaluationProcesses
 
             pipeline.evaluation_processes = EvaluationProcesses(pipeline.settings.evaluation_processes,
