@@ -1,4 +1,4 @@
-"""Role processes on one PostgreSQL database: two ingest, two workers, two monitor candidates on loopback.
+"""Role processes on one PostgreSQL database: two ingest, three workers, two monitor candidates on loopback.
 
 Sessions stream through both ingest endpoints; mid-stream a worker and the
 monitor that holds the lock are killed with SIGKILL. Afterwards every session
@@ -87,7 +87,7 @@ def test_roles_share_the_work_and_survive_sigkill(pg_url: str, tmp_path: Path) -
                              extra_args=["--role", name])
 
     ingest = [role("ingest").start(timeout=60) for _ in range(2)]
-    workers = [role("worker").start(timeout=60) for _ in range(2)]
+    workers = [role("worker").start(timeout=60) for _ in range(3)]
     monitors = [role("monitor").start(timeout=60) for _ in range(2)]
     ui = role("ui").start(timeout=60)
     processes = [*ingest, *workers, *monitors, ui]
