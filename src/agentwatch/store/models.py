@@ -127,6 +127,9 @@ spans = Table(
     Column("resource_key", String(16)),
 )
 Index("ix_spans_session", spans.c.project_id, spans.c.session_id)
+#: Spans that name a user (erasure finds a user's sessions through them too); most spans name none.
+Index("ix_spans_user", spans.c.project_id, spans.c.user_id,
+      sqlite_where=spans.c.user_id.isnot(None), postgresql_where=spans.c.user_id.isnot(None))
 #: Failed spans by event time: what the failure-template miner reads at each check.
 Index("ix_spans_failures", spans.c.project_id, spans.c.end_ns,
       sqlite_where=spans.c.success.is_(False), postgresql_where=spans.c.success.is_(False))
@@ -197,6 +200,8 @@ sessions = Table(
     Column("payload_dropped_at", UtcDateTime()),
 )
 Index("ix_sessions_start", sessions.c.project_id, sessions.c.start_ns)
+#: A user's sessions, newest first: the API's user_id filter and erasure.
+Index("ix_sessions_user", sessions.c.project_id, sessions.c.user_id, sessions.c.start_ns)
 Index("ix_sessions_open", sessions.c.project_id, sessions.c.complete, sessions.c.end_ns)
 #: Flagged sessions in the order they were flagged (the review queue's oldest unreviewed one).
 Index("ix_sessions_flagged", sessions.c.project_id, sessions.c.evaluated_at,
