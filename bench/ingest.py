@@ -12,7 +12,7 @@ the previous one is answered. Each body is sent once (retried only after
 Printed: accepted (and offered) spans/s over the measured window, request
 counts by status, request latency p50/p99, the server's peak RSS and CPU, the
 bytes on disk per span, and this machine's limit for the same bodies, measured
-exactly as the issue defines it: one thread; ``ExportTraceServiceRequest.FromString``;
+defined as: one thread; ``ExportTraceServiceRequest.FromString``;
 each span walked to a row tuple with its attributes as ``json.dumps``;
 ``sqlite3.executemany`` into a WAL, ``synchronous=NORMAL`` file with one unique
 and two secondary indexes, one transaction per body; limit = min(walk spans/s,

@@ -448,7 +448,7 @@ def expected_for(session: int, allowed: set[str]) -> dict[int, list[str]]:
 
 @pytest.mark.parametrize("session", sorted(TAU_EXPECTED))
 def test_tau_bench_flags_every_amount_and_date_missing_from_same_turn_results(tau: list[dict[str, Any]], session: int) -> None:
-    """The issue's check: only tool results of the same turn count as support."""
+    """Only tool results of the same turn count as support."""
     view = tau_view(tau[session], f"tau-{session}")
     checker = Faithfulness({"kinds": ["money", "date"], "supported_by": ["turn"], "arithmetic": False})
     result = run(checker, view)

@@ -25,7 +25,7 @@ def test_report_joins_scores_with_rewards(shared_data: Path) -> None:
     assert by_key[("faithfulness", "success")][2] == "31" and by_key[("faithfulness", "failure")][2] == "69"
     # tau-bench tools answer "Error: ..." with no span error: the rule sees them.
     assert any(s["tool_use"]["passed"] is False for s in scores.values())
-    # The bar on this split: faithfulness separates, no evaluator is worse than a coin, and the
+    # The bar on this split: faithfulness separates, no evaluator is worse than a coin, and the
     # confirmation rule's flags are mostly real failures.
     separation = {name: bench.separation(scores, outcomes, name) for name in scores["tau-airline-0-0"]}
     assert separation["faithfulness"]["auc"] >= 0.60

@@ -23,7 +23,7 @@ emits (see ``docs/traffic.md``); what was injected is recorded beside it, in
         print(session.session_id, session.intent, len(session.truth.tool_errors))
         body = session.request.SerializeToString()   # POST to /v1/traces
 
-Incidents (a later issue) plug in through :class:`Incident`: each one may
+Incidents (:mod:`agentwatch.traffic.incidents`) plug in through :class:`Incident`: each one may
 adjust the :class:`Conditions` of a session from its start time and intent.
 
 Here are the :class:`Generator` and its :class:`DailyCycle`; ``records`` holds

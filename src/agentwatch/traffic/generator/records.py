@@ -81,7 +81,7 @@ class ToolReshape:
 
 
 class Incident(Protocol):
-    """A timed change of conditions (the monitor issue adds concrete ones).
+    """A timed change of conditions (the concrete ones are in :mod:`agentwatch.traffic.incidents`).
 
     ``adjust`` is called for every session, in incident order, with the
     session's event-time start and intent; it returns the conditions to use
