@@ -35,7 +35,7 @@ from agentwatch.ingest.decode import (
 )
 from agentwatch.normalize.attributes import any_value, attributes_to_dict
 
-CAPTURES = Path("/work/shared/data/otlp-captures")
+CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "data" / "otlp-captures"
 RUNS = ["otel-genai", "otel-genai-events", "otel-genai-grpc", "otel-genai-legacy", "openinference", "openllmetry"]
 LOG_RUNS = {"otel-genai-events": 3, "otel-genai-legacy": 15}
 ENCODINGS = [("protobuf", ".pb"), ("json", ".otlp.json")]

@@ -22,7 +22,7 @@ from agentwatch.normalize import (
     normalize,
 )
 
-CAPTURES = Path("/work/shared/data/otlp-captures")
+CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "data" / "otlp-captures"
 ENCODINGS = [("protobuf", ".pb"), ("json", ".otlp.json")]
 SESSION = "sess-conformance-0001"
 TOOL_ARGS = {"order_id": "A-1001", "amount": 42.5}
