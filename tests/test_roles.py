@@ -1,6 +1,7 @@
 """Role processes on one PostgreSQL database: two ingest, three workers, two monitor candidates on loopback.
 
-Sessions stream through both ingest endpoints; mid-stream a worker and the
+Sessions stream through both ingest endpoints, the later ones with their turns
+split between the two processes; mid-stream a worker and the
 monitor that holds the lock are killed with SIGKILL. Afterwards every session
 is stored once, every session is scored once per evaluator, the standby
 monitor has taken over, and the replayed incident (one off-policy refund)
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from sqlalchemy import create_engine, func, select
 
 from agentwatch.store import models as m
@@ -67,6 +69,28 @@ def pg_url(pg_databases) -> Iterator[str]:  # type: ignore[no-untyped-def]
         pg_databases.drop(name)
 
 
+def split_by_trace(request: ExportTraceServiceRequest) -> tuple[ExportTraceServiceRequest, ExportTraceServiceRequest]:
+    """The request's spans in two requests: those of its even traces (in order of appearance), and the rest."""
+    order: dict[bytes, int] = {}
+    halves = (ExportTraceServiceRequest(), ExportTraceServiceRequest())
+    for rs in request.resource_spans:
+        targets = [half.resource_spans.add() for half in halves]
+        for target in targets:
+            target.resource.CopyFrom(rs.resource)
+        for ss in rs.scope_spans:
+            scopes = [target.scope_spans.add() for target in targets]
+            for scope in scopes:
+                scope.scope.CopyFrom(ss.scope)
+            for span in ss.spans:
+                index = order.setdefault(span.trace_id, len(order))
+                scopes[index % 2].spans.append(span)
+    return halves
+
+
+def _span_count(request: ExportTraceServiceRequest) -> int:
+    return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+
+
 def _holder(monitors: list[ServerProcess]) -> ServerProcess:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -113,9 +137,12 @@ def test_roles_share_the_work_and_survive_sigkill(pg_url: str, tmp_path: Path) -
         holder = _holder(monitors)
         holder.kill()
         standby = next(p for p in monitors if p is not holder)
-        sent += send(rest[0::2], ingest[0].url, concurrency=4).sessions
-        sent += send(rest[1::2], ingest[1].url, concurrency=4).sessions
-        assert sent == len(sessions)
+        # The rest with each session's turns split: its even traces to one process, its odd ones to the other.
+        halves = [split_by_trace(s.request) for s in rest]
+        assert sum(1 for a, b in halves if _span_count(a) and _span_count(b)) >= len(rest) // 4  # multi-turn ones
+        send([a for a, _ in halves if _span_count(a)], ingest[0].url, concurrency=4)
+        send([b for _, b in halves if _span_count(b)], ingest[1].url, concurrency=4)
+        assert sent == len(first)
         for proc in ingest:
             response = httpx.post(proc.url + "/api/v1/admin/flush", timeout=300)
             assert response.status_code == 200, response.text
