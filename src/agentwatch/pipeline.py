@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two live-mode ticks of the event-time clock.
 TICK_SECONDS = 1.0
-#: How far back a new evaluator version scores retained sampled sessions (the drift baseline).
 #: Retention runs every this many ticks (and at every flush).
 RETENTION_EVERY_TICKS = 10
 #: What ``serve --role`` accepts.

@@ -272,12 +272,6 @@ class Section:
         self.mapping = mapping
         self.dotted = dotted
 
-    def __contains__(self, key: str) -> bool:
-        return key in self.mapping
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.mapping.get(key, default)
-
     def error(self, key: str | None, message: str) -> ConfigError:
         """The error about ``key`` (None: about the mapping itself)."""
         dotted = self.dotted if key is None else f"{self.dotted}.{key}" if self.dotted else key

@@ -31,7 +31,7 @@ from agentwatch.alert.types import MAX_EXAMPLES, Candidate
 from agentwatch.evaluate.catalogue import Catalogue
 from agentwatch.monitor import clusters, events, slo
 from agentwatch.monitor.config import MonitorConfig
-from agentwatch.monitor.detectors import Detector, Firing, Tick, default_detectors
+from agentwatch.monitor.detectors import Calibration, Detector, Firing, Tick, default_detectors
 from agentwatch.monitor.drift import DriftDetector
 from agentwatch.store import models as m
 from agentwatch.store.models import utcnow
@@ -223,7 +223,7 @@ class Monitor:
                 return
             self._labels_seen[project_id] = (newest, tick)
             candidates = events.calibration(conn, project_id, int(tick), self.catalogue.scored, self.config)
-            self._reconcile(conn, project_id, int(tick), candidates, {("calibration", "agreement")},
+            self._reconcile(conn, project_id, int(tick), candidates, set(Calibration.decides),
                             self._firing(conn, project_id))
 
     # -- surfaces -------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from agentwatch.sessions.assign import Assigner
 from agentwatch.sessions.rows import SessionRows
 from agentwatch.sessions.summary import summarize
 from agentwatch.store import models as m
-from agentwatch.store.engine import log_failed_pass
+from agentwatch.store.engine import insert_on_conflict, log_failed_pass
 from agentwatch.store.models import utcnow
 from agentwatch.store.spans import SpanRows
 from agentwatch.store.writer import WriteBatch
@@ -166,7 +166,7 @@ class SessionLifecycle:
         here, so a process that gets none of a project's traffic never takes the project for quiet.
         """
         c = m.watermarks.c
-        stmt = self._spans.insert(m.watermarks)
+        stmt = insert_on_conflict(self.engine.dialect.name, m.watermarks)
         greatest = func.greatest if self.engine.dialect.name == "postgresql" else func.max
         stmt = stmt.on_conflict_do_update(
             index_elements=["project_id"],

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from agentwatch.sessions.summary import SPAN_COLUMNS, Summary, summarize
 from agentwatch.store import models as m
+from agentwatch.store.engine import insert_on_conflict
 from agentwatch.store.models import utcnow
 
 _ADDED = ("spans", "turns", "llm_calls", "tool_calls", "tool_errors", "errors", "tokens_in", "tokens_out",
@@ -63,7 +63,7 @@ class SessionRows:
             self.merge(conn, project_id, {session_id: summary})
 
     def _build_upsert(self) -> Any:
-        stmt = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(m.sessions)
+        stmt = insert_on_conflict(self.dialect, m.sessions)
         ex = stmt.excluded
         c = m.sessions.c
         least, greatest = (func.least, func.greatest) if self.dialect == "postgresql" else (func.min, func.max)

@@ -18,6 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
@@ -36,6 +37,11 @@ def normalize_url(url: str) -> str:
     if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
         raise StoreError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite:/// or postgresql://")
     return parsed.render_as_string(hide_password=False)
+
+
+def insert_on_conflict(dialect: str, table: Any) -> Any:
+    """``INSERT`` into ``table`` in the dialect's own form, which takes ``ON CONFLICT`` (PostgreSQL, SQLite)."""
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def make_engine(url: str, *, sqlite_synchronous: str = "normal") -> Engine:

@@ -30,9 +30,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from agentwatch.store import models as m
+from agentwatch.store.engine import insert_on_conflict
 from agentwatch.store.models import utcnow
 
 #: Evaluators are configured for the whole deployment; their rows use this project id.
@@ -49,8 +49,6 @@ class Job:
     attempts: int
 
 
-def _insert(dialect: str, table: Any) -> Any:
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def enqueue(conn: Connection, project_id: int, session_ids: Iterable[str], *, reason: str = "complete",
@@ -61,7 +59,7 @@ def enqueue(conn: Connection, project_id: int, session_ids: Iterable[str], *, re
              "state": "queued", "lease_until": None, "attempts": 0, "created_at": now} for sid in session_ids]
     if not rows:
         return
-    stmt = _insert(conn.dialect.name, m.eval_jobs)
+    stmt = insert_on_conflict(conn.dialect.name, m.eval_jobs)
     if reason == "complete":
         stmt = stmt.on_conflict_do_nothing(index_elements=["project_id", "session_id"],
                                            index_where=m.eval_jobs.c.reason == literal_column("'complete'"))
@@ -144,7 +142,7 @@ def write_scores(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str,
         row.setdefault("created_at", now)
     s = m.scores.c
     stmt = (
-        _insert(conn.dialect.name, m.scores)
+        insert_on_conflict(conn.dialect.name, m.scores)
         .on_conflict_do_nothing(index_elements=["project_id", "session_id", "span_id", "evaluator",
                                                 "evaluator_version"])
         .returning(s.project_id, s.session_id, s.span_id, s.evaluator, s.evaluator_version)
@@ -265,7 +263,7 @@ def ensure_external(conn: Connection, names: Iterable[str]) -> None:
         exists = conn.execute(select(e.name).where(e.project_id == GLOBAL_PROJECT, e.name == name,
                                                    e.version == "external")).first()
         if exists is None:
-            conn.execute(_insert(conn.dialect.name, m.evaluators).values(
+            conn.execute(insert_on_conflict(conn.dialect.name, m.evaluators).values(
                 project_id=GLOBAL_PROJECT, name=name, version="external", kind="external",
                 spec={"kind": "external"}, created_at=utcnow(), first_used_at=None,
             ).on_conflict_do_nothing(index_elements=["project_id", "name", "version"]))

@@ -22,9 +22,9 @@ from ddsketch import DDSketch
 from ddsketch.pb.ddsketch_pb2 import DDSketch as DDSketchMessage
 from ddsketch.pb.proto import DDSketchProto
 from sqlalchemy import Connection, and_, bindparam, func, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from agentwatch.store import models as m
+from agentwatch.store.engine import insert_on_conflict
 
 MINUTE_NS = 60 * 1_000_000_000
 HOUR_NS = 60 * MINUTE_NS
@@ -203,7 +203,7 @@ def _add(conn: Connection, deltas: Mapping[Key, Mapping[str, float]]) -> None:
         for name in _ADDED:
             into[name] += delta[name]
     for table, rows in ((m.rollups, deltas), (m.rollups_hourly, hourly)):
-        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+        insert = insert_on_conflict(conn.dialect.name, table)
         c = table.c
         stmt = insert.on_conflict_do_update(
             index_elements=list(Key.__dataclass_fields__),

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from sqlalchemy import Connection, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from agentwatch._types import RawLogRecord, Resource
 from agentwatch.store import models as m
+from agentwatch.store.engine import insert_on_conflict
 from agentwatch.store.statements import Statements
 
 CHUNK = 500
@@ -33,15 +33,11 @@ class SpanRows:
         """Drop what a rolled-back transaction may have taught the cache."""
         self._known_resources.clear()
 
-    def insert(self, table: Any) -> Any:
-        """The dialect's ``INSERT`` (with ``ON CONFLICT``) of ``table``."""
-        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
-
     def write_resources(self, conn: Connection, resources: list[Resource]) -> None:
         new = {r.key: r for r in resources if r.key not in self._known_resources}
         if not new:
             return
-        stmt = self.insert(m.resources).on_conflict_do_nothing(index_elements=["key"])
+        stmt = insert_on_conflict(self.dialect, m.resources).on_conflict_do_nothing(index_elements=["key"])
         conn.execute(stmt, [{"key": k, "attributes": r.attributes} for k, r in new.items()])
         self._known_resources.update(new)
 

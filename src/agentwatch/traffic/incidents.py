@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from agentwatch.traffic.generator import (
-    _TOOL_LATENCY_MS,
     INTENTS,
     Conditions,
     ErrorKind,
@@ -33,6 +32,7 @@ from agentwatch.traffic.generator import (
     ToolFault,
     ToolReshape,
 )
+from agentwatch.traffic.generator.world import _TOOL_LATENCY_MS
 
 NS_PER_S = 1_000_000_000
 #: Share of failed tool calls the simulated model retries.

@@ -40,7 +40,6 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from agentwatch.otlp import TraceBuilder, export_request, sdk_resource
 from agentwatch.traffic.generator.build import (
     NS_PER_MS,
     NS_PER_S,
@@ -64,16 +63,13 @@ from agentwatch.traffic.generator.records import (
     ToolReshape,
     UnsupportedClaim,
 )
-from agentwatch.traffic.generator.world import _TOOL_LATENCY_MS
 
 __all__ = [
-    "_TOOL_LATENCY_MS",
     "compact_json",
     "Conditions",
     "DailyCycle",
     "ERROR_KINDS",
     "ErrorKind",
-    "export_request",
     "GeneratedSession",
     "Generator",
     "Incident",
@@ -82,14 +78,12 @@ __all__ = [
     "NS_PER_S",
     "PolicyViolation",
     "Rates",
-    "sdk_resource",
     "SessionTruth",
     "tool_call_part",
     "tool_response_message",
     "ToolError",
     "ToolFault",
     "ToolReshape",
-    "TraceBuilder",
     "UnsupportedClaim",
 ]
 
